@@ -1,0 +1,228 @@
+//! `EngineHandle`: a cheap, cloneable front to the engine loop running on its own thread.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use sconce_text::{ChatTemplate, Tokenizer};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::api::{Delta, EngineError, EngineStats, GenerateRequest, ModelInfo};
+use crate::engine::Engine;
+use crate::output::DeltaSink;
+use crate::validate::validate_request;
+
+enum Command {
+    Add { request: GenerateRequest, sink: DeltaSink, arrival: Instant },
+    Abort(String),
+    Shutdown,
+}
+
+/// State shared by the handle and the loop thread.
+struct Shared {
+    stats: Mutex<EngineStats>,
+    /// Requests submitted but not yet seen running or finished (queue bound for overload).
+    pending: AtomicUsize,
+    stopped: AtomicBool,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    info: ModelInfo,
+    tokenizer: Arc<Tokenizer>,
+    chat_template: ChatTemplate,
+    eos_ids: Vec<u32>,
+    max_waiting: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl EngineHandle {
+    /// Moves the engine onto its own thread and returns the handle.
+    pub fn spawn(engine: Engine, max_waiting: usize) -> Result<Self, EngineError> {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(engine.stats()),
+            pending: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let inner = Inner {
+            commands: tx,
+            shared: shared.clone(),
+            info: engine.model_info().clone(),
+            tokenizer: engine.tokenizer().clone(),
+            chat_template: engine.chat_template().clone(),
+            eos_ids: engine.eos_token_ids().to_vec(),
+            max_waiting,
+            thread: Mutex::new(None),
+        };
+        let thread = std::thread::Builder::new()
+            .name("sconce-engine".into())
+            .spawn(move || run_loop(engine, rx, shared))
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        if let Ok(mut slot) = inner.thread.lock() {
+            *slot = Some(thread);
+        }
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Validates and enqueues; the stream yields the request's deltas.
+    pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
+        let inner = &self.inner;
+        if inner.shared.stopped.load(Ordering::Acquire) {
+            return Err(EngineError::Stopped);
+        }
+        validate_request(&request, &inner.info)?;
+        let waiting = inner.shared.stats.lock().map(|s| s.num_waiting).unwrap_or(0);
+        let pending = inner.shared.pending.load(Ordering::Acquire);
+        if waiting + pending >= inner.max_waiting {
+            return Err(EngineError::Overloaded(inner.max_waiting));
+        }
+        let (sink, rx) = unbounded_channel();
+        let id = request.id.clone();
+        let choices = request.params.n;
+        inner.shared.pending.fetch_add(1, Ordering::AcqRel);
+        let command = Command::Add { request, sink, arrival: Instant::now() };
+        inner.commands.send(command).map_err(|_| EngineError::Stopped)?;
+        Ok(RequestStream { id, rx, unfinished: choices, handle: Some(self.clone()) })
+    }
+
+    pub fn abort(&self, id: &str) {
+        let _ = self.inner.commands.send(Command::Abort(id.to_string()));
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.inner.shared.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    pub fn model_info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.inner.tokenizer
+    }
+
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.inner.chat_template
+    }
+
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.inner.eos_ids
+    }
+
+    /// Aborts everything, stops the loop thread and waits for it.
+    pub fn shutdown(&self) {
+        let _ = self.inner.commands.send(Command::Shutdown);
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The deltas of one request. Dropping it before the end aborts the request.
+pub struct RequestStream {
+    id: String,
+    rx: UnboundedReceiver<Delta>,
+    unfinished: usize,
+    handle: Option<EngineHandle>,
+}
+
+impl RequestStream {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn track(&mut self, delta: Option<Delta>) -> Option<Delta> {
+        match &delta {
+            Some(d) if d.finish_reason.is_some() => self.unfinished = self.unfinished.saturating_sub(1),
+            None => self.unfinished = 0,
+            _ => {}
+        }
+        delta
+    }
+
+    pub async fn next(&mut self) -> Option<Delta> {
+        if self.unfinished == 0 {
+            return None;
+        }
+        let delta = self.rx.recv().await;
+        self.track(delta)
+    }
+
+    pub fn blocking_next(&mut self) -> Option<Delta> {
+        if self.unfinished == 0 {
+            return None;
+        }
+        let delta = self.rx.blocking_recv();
+        self.track(delta)
+    }
+
+    /// True once every choice has finished.
+    pub fn is_finished(&self) -> bool {
+        self.unfinished == 0
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        if self.unfinished > 0 {
+            if let Some(handle) = self.handle.take() {
+                handle.abort(&self.id);
+            }
+        }
+    }
+}
+
+fn run_loop(mut engine: Engine, rx: mpsc::Receiver<Command>, shared: Arc<Shared>) {
+    loop {
+        let first = if engine.has_work() { rx.try_recv().ok() } else { rx.recv().ok().or(Some(Command::Shutdown)) };
+        let mut shutdown = false;
+        for command in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            shutdown |= apply(&mut engine, command, &shared);
+        }
+        if shutdown {
+            break;
+        }
+        if engine.has_work() {
+            if let Err(e) = engine.step() {
+                tracing::error!(error = %e, "engine step failed; aborting running requests");
+                engine.abort_all();
+            }
+        }
+        if let Ok(mut stats) = shared.stats.lock() {
+            *stats = engine.stats();
+        }
+    }
+    engine.abort_all();
+    shared.stopped.store(true, Ordering::Release);
+    if let Ok(mut stats) = shared.stats.lock() {
+        *stats = engine.stats();
+    }
+}
+
+/// Applies one command; true means shut down.
+fn apply(engine: &mut Engine, command: Command, shared: &Shared) -> bool {
+    match command {
+        Command::Add { request, sink, arrival } => {
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            if let Err(e) = engine.add_request(request, sink.clone(), arrival) {
+                tracing::warn!(error = %e, "request refused by the engine loop");
+                drop(sink);
+            }
+            false
+        }
+        Command::Abort(id) => {
+            engine.abort(&id);
+            false
+        }
+        Command::Shutdown => true,
+    }
+}

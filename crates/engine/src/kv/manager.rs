@@ -1,0 +1,106 @@
+//! Per-request block tables on top of the block pool: prefix lookup, slot allocation, release.
+
+use super::block_pool::{BlockId, BlockPool};
+use super::hash::{hash_block, BlockHash};
+
+/// The blocks one sequence holds, in order, and the hashes of its full blocks.
+#[derive(Debug, Default, Clone)]
+pub struct BlockTable {
+    pub blocks: Vec<BlockId>,
+    hashes: Vec<BlockHash>,
+}
+
+impl BlockTable {
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct KvCacheManager {
+    pool: BlockPool,
+    block_size: usize,
+    prefix_caching: bool,
+}
+
+impl KvCacheManager {
+    pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
+        Self { pool: BlockPool::new(num_blocks), block_size, prefix_caching }
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// Finds the longest cached prefix of `tokens`, in whole blocks, leaving at least one token to
+    /// compute (its logits are needed). Acquires the hit blocks into `table`; returns the number of
+    /// tokens they cover.
+    pub fn acquire_cached_prefix(&mut self, tokens: &[u32], table: &mut BlockTable) -> usize {
+        debug_assert!(table.is_empty());
+        if !self.prefix_caching || tokens.is_empty() {
+            return 0;
+        }
+        let max_blocks = (tokens.len() - 1) / self.block_size;
+        let mut parent = None;
+        for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
+            let hash = hash_block(parent, chunk);
+            let Some(id) = self.pool.lookup(&hash) else { break };
+            self.pool.acquire(id);
+            table.blocks.push(id);
+            table.hashes.push(hash);
+            parent = Some(hash);
+        }
+        table.blocks.len() * self.block_size
+    }
+
+    /// Blocks needed to hold `num_tokens` tokens in `table` beyond what it already has.
+    pub fn blocks_needed(&self, table: &BlockTable, num_tokens: usize) -> usize {
+        num_tokens.div_ceil(self.block_size).saturating_sub(table.len())
+    }
+
+    /// Grows `table` to hold `tokens[..end]` and registers the hashes of blocks that become full
+    /// (their KV is written in the step that computes them). False if the pool is too small.
+    pub fn allocate(&mut self, table: &mut BlockTable, tokens: &[u32], end: usize) -> bool {
+        let needed = self.blocks_needed(table, end);
+        if needed > self.pool.num_free() {
+            return false;
+        }
+        for _ in 0..needed {
+            match self.pool.allocate() {
+                Some(id) => table.blocks.push(id),
+                None => return false,
+            }
+        }
+        if self.prefix_caching {
+            self.register_full_blocks(table, &tokens[..end]);
+        }
+        true
+    }
+
+    fn register_full_blocks(&mut self, table: &mut BlockTable, tokens: &[u32]) {
+        let full = tokens.len() / self.block_size;
+        while table.hashes.len() < full {
+            let i = table.hashes.len();
+            let hash = hash_block(table.hashes.last().copied(), &tokens[i * self.block_size..(i + 1) * self.block_size]);
+            self.pool.register(table.blocks[i], hash);
+            table.hashes.push(hash);
+        }
+    }
+
+    /// Releases every block of `table`, last block first so that a prefix's tail is evicted first.
+    pub fn release(&mut self, table: &mut BlockTable) {
+        for &id in table.blocks.iter().rev() {
+            self.pool.release(id);
+        }
+        table.blocks.clear();
+        table.hashes.clear();
+    }
+}

@@ -1,0 +1,23 @@
+//! Sconce's inference engine: a paged KV cache with prefix caching, a token-budget scheduler that
+//! mixes decodes and chunked prefills, a model runner over one flattened batch per step, and a
+//! sampler. [`EngineHandle`] runs it on its own thread.
+
+mod api;
+mod config;
+mod engine;
+mod handle;
+pub mod kv;
+mod launch;
+mod output;
+pub mod runner;
+pub mod sample;
+pub mod sched;
+mod validate;
+
+pub use api::*;
+pub use config::{available_memory, EngineConfig};
+pub use engine::{Engine, SampledToken, StepOutcome};
+pub use handle::{EngineHandle, RequestStream};
+pub use launch::{launch, parse_device, LoadOptions};
+pub use output::DeltaSink;
+pub use validate::validate_request;

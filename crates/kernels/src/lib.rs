@@ -1,0 +1,16 @@
+//! Sconce's attention and KV-cache kernels as candle custom ops.
+//!
+//! Every op has a CPU implementation (`cpu_fwd`), which is also the reference that CUDA kernels are
+//! checked against. The KV cache layout is `[num_blocks, block_size, num_kv_heads, head_dim]`, so a
+//! slot id `block * block_size + offset` addresses one row of `num_kv_heads * head_dim` values.
+
+mod element;
+mod linear;
+mod metadata;
+mod paged_attention;
+mod reshape_and_cache;
+
+pub use linear::{linear_f32_acc, HalfWeightLinear};
+pub use metadata::AttentionMetadata;
+pub use paged_attention::{paged_attention, PagedAttention};
+pub use reshape_and_cache::{reshape_and_cache, ReshapeAndCache};

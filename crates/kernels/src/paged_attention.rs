@@ -1,0 +1,177 @@
+//! Varlen causal attention over a paged KV cache (prefill, chunked prefill and decode in one op).
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::element::{contiguous, Element};
+use crate::metadata::AttentionMetadata;
+
+/// `q`: `[num_tokens, num_heads, head_dim]`; caches: `[num_blocks, block_size, num_kv_heads, head_dim]`.
+/// Output: `[num_tokens, num_heads, head_dim]` in q's dtype.
+#[derive(Debug, Clone)]
+pub struct PagedAttention {
+    pub metadata: Arc<AttentionMetadata>,
+    pub scale: f32,
+}
+
+/// Runs paged attention; see [`PagedAttention`].
+pub fn paged_attention(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    metadata: Arc<AttentionMetadata>,
+    scale: f32,
+) -> Result<Tensor> {
+    q.apply_op3_no_bwd(k_cache, v_cache, &PagedAttention { metadata, scale })
+}
+
+/// Shapes of one call, checked once.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    num_tokens: usize,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl PagedAttention {
+    fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<Dims> {
+        let (num_tokens, num_heads, head_dim) = q.shape().dims3()?;
+        let (num_blocks, block_size, num_kv_heads, kv_dim) = k.shape().dims4()?;
+        if k.shape() != v.shape() {
+            candle_core::bail!("paged_attention: k and v caches differ in shape");
+        }
+        if kv_dim != head_dim || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            candle_core::bail!("paged_attention: q {:?} does not fit cache {:?}", q.shape(), k.shape());
+        }
+        if block_size != self.metadata.block_size || num_tokens != self.metadata.num_tokens() {
+            candle_core::bail!("paged_attention: metadata does not match the tensors");
+        }
+        if let Err(e) = self.metadata.validate(num_blocks) {
+            candle_core::bail!("paged_attention: {e}");
+        }
+        Ok(Dims { num_tokens, num_heads, num_kv_heads, head_dim })
+    }
+
+    fn run<T: Element>(&self, q: &[T], k: &[T], v: &[T], d: Dims) -> Vec<T> {
+        let row = d.num_heads * d.head_dim;
+        let mut out = vec![T::from_f32(0.0); d.num_tokens * row];
+        let meta = &*self.metadata;
+        let token_seq = token_to_seq(meta);
+        out.par_chunks_mut(d.head_dim).enumerate().for_each(|(idx, out_head)| {
+            let (token, head) = (idx / d.num_heads, idx % d.num_heads);
+            let seq = token_seq[token];
+            let q_start = meta.query_start_loc[seq] as usize;
+            let q_len = meta.query_start_loc[seq + 1] as usize - q_start;
+            let ctx = meta.context_lens[seq] as usize;
+            let pos = ctx - q_len + (token - q_start);
+            let query = &q[token * row + head * d.head_dim..][..d.head_dim];
+            let kv_head = head / (d.num_heads / d.num_kv_heads);
+            let keys = KvView { k, v, blocks: meta.block_row(seq), block_size: meta.block_size, kv_head, d };
+            attend_one(query, &keys, pos + 1, self.scale, out_head);
+        });
+        out
+    }
+}
+
+/// Maps each flattened token to its sequence.
+fn token_to_seq(meta: &AttentionMetadata) -> Vec<usize> {
+    let mut map = Vec::with_capacity(meta.num_tokens());
+    for s in 0..meta.num_seqs() {
+        let n = meta.query_start_loc[s + 1] - meta.query_start_loc[s];
+        map.extend(std::iter::repeat_n(s, n as usize));
+    }
+    map
+}
+
+/// One sequence's keys and values for one KV head, read through its block table.
+struct KvView<'a, T> {
+    k: &'a [T],
+    v: &'a [T],
+    blocks: &'a [u32],
+    block_size: usize,
+    kv_head: usize,
+    d: Dims,
+}
+
+impl<T: Element> KvView<'_, T> {
+    fn offset(&self, position: usize) -> usize {
+        let block = self.blocks[position / self.block_size] as usize;
+        let slot = block * self.block_size + position % self.block_size;
+        (slot * self.d.num_kv_heads + self.kv_head) * self.d.head_dim
+    }
+}
+
+/// Softmax(q·K / sqrt(d))·V over the first `len` positions, with an online (streaming) softmax.
+fn attend_one<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
+    let dim = query.len();
+    let q: Vec<f32> = query.iter().map(|x| x.to_f32() * scale).collect();
+    let mut acc = vec![0f32; dim];
+    let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for position in 0..len {
+        let off = kv.offset(position);
+        let key = &kv.k[off..off + dim];
+        let score: f32 = q.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
+        let new_max = max.max(score);
+        let correction = (max - new_max).exp();
+        let weight = (score - new_max).exp();
+        sum = sum * correction + weight;
+        let value = &kv.v[off..off + dim];
+        for (a, v) in acc.iter_mut().zip(value) {
+            *a = *a * correction + weight * v.to_f32();
+        }
+        max = new_max;
+    }
+    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = T::from_f32(a * inv);
+    }
+}
+
+impl CustomOp3 for PagedAttention {
+    fn name(&self) -> &'static str {
+        "paged-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        ql: &Layout,
+        k: &CpuStorage,
+        kl: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(ql, kl, vl)?;
+        let name = self.name();
+        let out = match (q, k, v) {
+            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => CpuStorage::F32(self.run(
+                contiguous(q, ql, name)?,
+                contiguous(k, kl, name)?,
+                contiguous(v, vl, name)?,
+                d,
+            )),
+            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
+                CpuStorage::F16(self.run::<f16>(
+                    contiguous(q, ql, name)?,
+                    contiguous(k, kl, name)?,
+                    contiguous(v, vl, name)?,
+                    d,
+                ))
+            }
+            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
+                CpuStorage::BF16(self.run::<bf16>(
+                    contiguous(q, ql, name)?,
+                    contiguous(k, kl, name)?,
+                    contiguous(v, vl, name)?,
+                    d,
+                ))
+            }
+            _ => candle_core::bail!("paged_attention: q, k and v must share a float dtype"),
+        };
+        Ok((out, ql.shape().clone()))
+    }
+}

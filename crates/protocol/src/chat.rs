@@ -1,0 +1,276 @@
+//! `/v1/chat/completions` request, response and stream chunk types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::{SamplingOptions, Usage};
+use crate::error::ApiError;
+use crate::logprobs::ChatLogprobs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
+        }
+    }
+}
+
+/// One part of an array-valued `content`. Only text parts can be served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ContentPart {
+    #[serde(rename = "text")]
+    Text { text: String },
+    #[serde(other)]
+    Unsupported,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// The message's text; text parts are joined with newlines.
+    pub fn text(&self) -> Result<String, ApiError> {
+        match &self.content {
+            None => Ok(String::new()),
+            Some(MessageContent::Text(text)) => Ok(text.clone()),
+            Some(MessageContent::Parts(parts)) => join_text_parts(parts),
+        }
+    }
+}
+
+fn join_text_parts(parts: &[ContentPart]) -> Result<String, ApiError> {
+    let mut texts = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part {
+            ContentPart::Text { text } => texts.push(text.as_str()),
+            ContentPart::Unsupported => {
+                return Err(ApiError::invalid_param(
+                    "messages",
+                    "only `text` content parts are supported by this model",
+                ))
+            }
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    pub sampling: SamplingOptions,
+    /// Newer name for `max_tokens`; wins when both are set.
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<usize>,
+    /// Refused until tool calling exists.
+    #[serde(default)]
+    pub tools: Option<serde_json::Value>,
+    /// vLLM extra: append the assistant header to the prompt (default true).
+    #[serde(default)]
+    pub add_generation_prompt: Option<bool>,
+}
+
+impl ChatCompletionRequest {
+    pub fn max_tokens(&self) -> Option<usize> {
+        self.max_completion_tokens.or(self.sampling.max_tokens)
+    }
+
+    /// How many top alternatives to return per token, when logprobs are on.
+    pub fn logprobs_count(&self) -> Option<usize> {
+        self.logprobs
+            .unwrap_or(false)
+            .then(|| self.top_logprobs.unwrap_or(0))
+    }
+
+    pub fn validate(&self) -> Result<(), ApiError> {
+        self.sampling.validate()?;
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "messages must not be empty",
+            ));
+        }
+        if self.max_completion_tokens == Some(0) {
+            return Err(ApiError::invalid_param(
+                "max_completion_tokens",
+                "must be at least 1",
+            ));
+        }
+        if self
+            .top_logprobs
+            .is_some_and(|top| top > crate::common::MAX_TOP_LOGPROBS)
+        {
+            return Err(ApiError::invalid_param(
+                "top_logprobs",
+                "top_logprobs must be in 0..=20",
+            ));
+        }
+        if self.top_logprobs.is_some() && self.logprobs != Some(true) {
+            return Err(ApiError::invalid_param(
+                "top_logprobs",
+                "top_logprobs needs logprobs: true",
+            ));
+        }
+        validate_tools(self.tools.as_ref())
+    }
+}
+
+fn validate_tools(tools: Option<&serde_json::Value>) -> Result<(), ApiError> {
+    match tools {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::Array(list)) if list.is_empty() => Ok(()),
+        Some(serde_json::Value::Array(_)) => Err(ApiError::invalid_param(
+            "tools",
+            "tool calling is not supported yet: Sconce has no constrained decoding",
+        )),
+        Some(_) => Err(ApiError::invalid_param("tools", "tools must be an array")),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionResponse {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+/// What one stream chunk adds to a choice's message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: ChatDelta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    /// Absent without `include_usage`; `null` on every chunk but the last with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+}
+
+pub const CHAT_OBJECT: &str = "chat.completion";
+pub const CHAT_CHUNK_OBJECT: &str = "chat.completion.chunk";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(value: serde_json::Value) -> ChatCompletionRequest {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn content_parts_and_developer_role_parse() {
+        let req = request(json!({
+            "model": "m", "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+            ], "unknown_field": {"ignored": true}
+        }));
+        assert_eq!(req.messages[0].role, Role::Developer);
+        assert_eq!(req.messages[1].text().unwrap(), "a\nb");
+    }
+
+    #[test]
+    fn image_parts_are_refused() {
+        let req = request(
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+        );
+        assert!(req.messages[0].text().is_err());
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_and_tools_are_refused() {
+        let req = request(
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "max_completion_tokens": 7}),
+        );
+        assert_eq!(req.max_tokens(), Some(7));
+        let req = request(
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}),
+        );
+        assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("tools"));
+    }
+
+    #[test]
+    fn chunk_usage_is_absent_null_or_set() {
+        let mut chunk = ChatCompletionChunk {
+            id: "c".into(),
+            object: CHAT_CHUNK_OBJECT.into(),
+            created: 1,
+            model: "m".into(),
+            choices: vec![],
+            usage: None,
+        };
+        assert!(serde_json::to_value(&chunk).unwrap().get("usage").is_none());
+        chunk.usage = Some(None);
+        assert!(serde_json::to_value(&chunk).unwrap()["usage"].is_null());
+    }
+}

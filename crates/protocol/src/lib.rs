@@ -1,0 +1,17 @@
+//! OpenAI wire protocol for Sconce: request and response types for chat and text
+//! completions, models and tokenization, their validation, and the error envelope.
+//! Serde only; nothing here knows about the engine or HTTP.
+
+pub mod chat;
+pub mod common;
+pub mod completion;
+pub mod error;
+pub mod logprobs;
+pub mod models;
+pub mod tokenize;
+
+pub use common::{SamplingOptions, StopSpec, StreamOptions, Usage};
+pub use error::{ApiError, ErrorBody, ErrorEnvelope};
+
+/// The SSE data line that ends every stream.
+pub const STREAM_DONE: &str = "[DONE]";

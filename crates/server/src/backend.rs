@@ -1,0 +1,130 @@
+//! The only module that talks to `sconce_engine` and `sconce_text`: launching the
+//! engine, tokenizing, rendering chat templates and decoding token text.
+
+use std::sync::Arc;
+
+use sconce_engine::{EngineConfig, EngineHandle, LoadOptions};
+use sconce_protocol::ApiError;
+use sconce_text::{ChatMessage, Tokenizer};
+
+pub use sconce_engine::{
+    Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, RequestStream,
+    RequestTimings, SamplingParams, TokenLogprob, Usage as EngineUsage,
+};
+
+use crate::config::Config;
+
+/// A loaded model behind its engine loop. Cheap to clone.
+#[derive(Clone)]
+pub struct Backend {
+    handle: EngineHandle,
+}
+
+impl Backend {
+    /// Loads the model named in `config` and starts the engine (on a blocking thread).
+    pub async fn launch(config: &Config) -> anyhow::Result<Self> {
+        let model = config.model.name.clone();
+        let load = load_options(config);
+        let engine = engine_config(config);
+        let handle =
+            tokio::task::spawn_blocking(move || sconce_engine::launch(&model, &load, engine))
+                .await??;
+        Ok(Self { handle })
+    }
+
+    pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
+        self.handle.submit(request)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.handle.stats()
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        self.handle.model_info()
+    }
+
+    /// Tokenizes a completion prompt, adding BOS (once).
+    pub fn encode_text(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
+        self.tokenizer()
+            .encode_prompt(text, add_special_tokens)
+            .map_err(|e| ApiError::invalid_param("prompt", e.to_string()))
+    }
+
+    /// Renders `(role, content)` messages with the chat template and tokenizes them
+    /// (the template writes BOS itself).
+    pub fn encode_chat(
+        &self,
+        messages: Vec<(String, String)>,
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, ApiError> {
+        let messages: Vec<ChatMessage> = messages
+            .into_iter()
+            .map(|(role, content)| ChatMessage::new(role, content))
+            .collect();
+        let rendered = self
+            .handle
+            .chat_template()
+            .render(&messages, add_generation_prompt)
+            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+        self.tokenizer()
+            .encode_prompt(&rendered, false)
+            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, ApiError> {
+        self.tokenizer()
+            .decode(ids, false)
+            .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))
+    }
+
+    pub fn token_text(&self) -> TokenText {
+        TokenText(self.tokenizer().clone())
+    }
+
+    /// Stops the engine loop (aborting what still runs) and waits for it.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    fn tokenizer(&self) -> &Arc<Tokenizer> {
+        self.handle.tokenizer()
+    }
+}
+
+/// Turns single token ids into the strings shown in logprobs.
+#[derive(Clone)]
+pub struct TokenText(Arc<Tokenizer>);
+
+impl TokenText {
+    pub fn token(&self, id: u32) -> String {
+        match self.0.decode(&[id], false) {
+            Ok(text) => text,
+            Err(_) => self.0.id_to_token(id).unwrap_or_default(),
+        }
+    }
+}
+
+fn load_options(config: &Config) -> LoadOptions {
+    LoadOptions {
+        device: config.model.device.clone(),
+        dtype: config.model.dtype.clone(),
+        served_model_name: config.model.served_model_name.clone(),
+        allow_hub: config.model.allow_hub,
+    }
+}
+
+fn engine_config(config: &Config) -> EngineConfig {
+    let engine = &config.engine;
+    EngineConfig {
+        max_num_seqs: engine.max_num_seqs,
+        max_num_batched_tokens: engine.max_num_batched_tokens,
+        block_size: engine.block_size,
+        kv_cache_memory: engine.kv_cache_memory.map(|size| size.bytes()),
+        kv_cache_memory_fraction: engine.kv_cache_memory_fraction,
+        max_waiting_requests: engine.max_waiting_requests,
+        enable_prefix_caching: engine.enable_prefix_caching,
+        max_model_len: engine.max_model_len,
+        ..EngineConfig::default()
+    }
+}

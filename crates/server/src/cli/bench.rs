@@ -1,0 +1,142 @@
+//! `sconce bench`: closed-loop throughput of the engine in-process (no HTTP), vLLM-style numbers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use sconce_engine::{launch, EngineConfig, EngineHandle, GenerateRequest, LoadOptions, SamplingParams};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// Comma-separated concurrency levels.
+    #[arg(long, default_value = "1,4,16", value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
+    #[arg(long, default_value_t = 32)]
+    pub num_prompts: usize,
+    #[arg(long, default_value_t = 128)]
+    pub input_len: usize,
+    #[arg(long, default_value_t = 128)]
+    pub output_len: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub dtype: Option<String>,
+    #[arg(long, default_value_t = 512 << 20)]
+    pub kv_cache_memory: u64,
+    #[arg(long, default_value_t = 2048)]
+    pub max_num_batched_tokens: usize,
+    /// Print one JSON line per level instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Sample {
+    ttft: Duration,
+    tpot: Duration,
+    output_tokens: usize,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let load = LoadOptions { device: args.device.clone(), dtype: args.dtype.clone(), ..LoadOptions::default() };
+    let config = EngineConfig {
+        kv_cache_memory: Some(args.kv_cache_memory),
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        // Random prompts share no prefix; keep the cache from helping across levels.
+        enable_prefix_caching: false,
+        ..EngineConfig::default()
+    };
+    let engine = launch(&args.model, &load, config)?;
+    let vocab = engine.model_info().vocab_size as u32;
+    if !args.json {
+        println!("| concurrency | requests | output tok/s | TTFT p50 ms | TPOT p50 ms | peak RSS MiB |");
+        println!("|---|---|---|---|---|---|");
+    }
+    for &c in &args.concurrency {
+        let prompts = random_prompts(args.num_prompts, args.input_len, vocab, c as u64);
+        let started = Instant::now();
+        let samples = run_level(&engine, prompts, c.max(1), args.output_len);
+        let elapsed = started.elapsed().as_secs_f64();
+        report(&args, c, &samples, elapsed);
+    }
+    engine.shutdown();
+    Ok(())
+}
+
+fn random_prompts(n: usize, len: usize, vocab: u32, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| (0..len).map(|_| rng.random_range(100..vocab)).collect()).collect()
+}
+
+/// `concurrency` workers each take the next prompt until none are left.
+fn run_level(engine: &EngineHandle, prompts: Vec<Vec<u32>>, concurrency: usize, output_len: usize) -> Vec<Sample> {
+    let queue = Arc::new(Mutex::new(prompts.into_iter().enumerate().collect::<Vec<_>>()));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (engine, queue, results) = (engine.clone(), queue.clone(), results.clone());
+            std::thread::spawn(move || loop {
+                let Some((i, prompt)) = queue.lock().ok().and_then(|mut q| q.pop()) else { break };
+                if let Some(sample) = one_request(&engine, i, prompt, output_len) {
+                    if let Ok(mut r) = results.lock() {
+                        r.push(sample);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let samples = results.lock().map(|r| r.clone()).unwrap_or_default();
+    samples
+}
+
+fn one_request(engine: &EngineHandle, i: usize, prompt: Vec<u32>, output_len: usize) -> Option<Sample> {
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(output_len) };
+    let started = Instant::now();
+    let mut stream = engine.submit(GenerateRequest { id: format!("bench-{i}"), prompt, params, priority: 0 }).ok()?;
+    let (mut first, mut count) = (None, 0usize);
+    while let Some(delta) = stream.blocking_next() {
+        count += delta.token_ids.len();
+        first.get_or_insert_with(|| started.elapsed());
+    }
+    let ttft = first?;
+    let decode = started.elapsed().saturating_sub(ttft);
+    let tpot = decode / (count.saturating_sub(1).max(1) as u32);
+    Some(Sample { ttft, tpot, output_tokens: count })
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v.get(v.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Peak resident set (VmHWM) in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn report(args: &BenchArgs, concurrency: usize, samples: &[Sample], elapsed: f64) {
+    let tokens: usize = samples.iter().map(|s| s.output_tokens).sum();
+    let tps = tokens as f64 / elapsed;
+    let ttft = median(samples.iter().map(|s| s.ttft).collect());
+    let tpot = median(samples.iter().map(|s| s.tpot).collect());
+    let rss = peak_rss_mib();
+    if args.json {
+        println!(
+            "{{\"concurrency\":{concurrency},\"requests\":{},\"output_tok_s\":{tps:.2},\"ttft_p50_ms\":{ttft:.2},\"tpot_p50_ms\":{tpot:.2},\"peak_rss_mib\":{rss:.0}}}",
+            samples.len()
+        );
+    } else {
+        println!("| {concurrency} | {} | {tps:.1} | {ttft:.1} | {tpot:.2} | {rss:.0} |", samples.len());
+    }
+}

@@ -1,0 +1,20 @@
+//! Sconce's OpenAI-compatible HTTP server and the `sconce` command line.
+//!
+//! [`app::build_app`] builds the axum router over an [`state::AppState`]; [`server::run`]
+//! owns the process life (load, serve, drain). Only [`backend`] touches the engine.
+
+pub mod app;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod generation;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod respond;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+pub use app::build_app;
+pub use state::AppState;

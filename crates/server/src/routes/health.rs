@@ -1,0 +1,42 @@
+//! Probes and service endpoints: `/health`, `/ready`, `/version` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sconce_protocol::ApiError;
+use serde_json::{json, Value};
+
+use crate::http::HttpError;
+use crate::metrics::CONTENT_TYPE;
+use crate::state::AppState;
+
+/// Liveness: the process answers.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the model is loaded and the server is not draining.
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable("the server is shutting down").into());
+    }
+    if !state.is_ready() {
+        return Err(ApiError::unavailable("the model is still loading").into());
+    }
+    Ok(Json(json!({"status": "ready"})))
+}
+
+pub async fn version() -> Json<Value> {
+    Json(json!({"version": env!("CARGO_PKG_VERSION")}))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpError> {
+    let text = match (state.metrics(), state.backend()) {
+        (Some(metrics), Some(backend)) => metrics
+            .render(&backend.stats())
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        _ => String::new(),
+    };
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}

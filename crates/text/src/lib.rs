@@ -1,0 +1,17 @@
+//! sconce-text: tokenizers, incremental detokenization, stop strings and
+//! chat templates. Has no tensor dependency.
+
+mod chat_template;
+mod detokenizer;
+mod error;
+mod gguf_vocab;
+mod stop;
+mod template_json;
+mod tokenizer;
+
+pub use chat_template::{ChatMessage, ChatTemplate};
+pub use detokenizer::IncrementalDetokenizer;
+pub use error::TextError;
+pub use gguf_vocab::{GgufVocab, GgufTokenType};
+pub use stop::{StopMatcher, StopOutput};
+pub use tokenizer::Tokenizer;
