@@ -12,21 +12,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sconce-protocol", &[]),
     ("sconce-kernels", &[]),
     ("sconce-modeling", &["sconce-kernels", "sconce-text"]),
-    (
-        "sconce-engine",
-        &["sconce-kernels", "sconce-modeling", "sconce-text"],
-    ),
+    ("sconce-engine", &["sconce-kernels", "sconce-modeling", "sconce-text"]),
     ("sconce-gateway", &["sconce-protocol", "sconce-text"]),
     (
         "sconce-server",
-        &[
-            "sconce-protocol",
-            "sconce-text",
-            "sconce-modeling",
-            "sconce-engine",
-            "sconce-gateway",
-            "sconce-kernels",
-        ],
+        &["sconce-protocol", "sconce-text", "sconce-modeling", "sconce-engine", "sconce-gateway", "sconce-kernels"],
     ),
 ];
 
@@ -45,9 +35,7 @@ struct Package {
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v[key]
-        .as_str()
-        .ok_or_else(|| anyhow!("metadata: missing {key}"))
+    v[key].as_str().ok_or_else(|| anyhow!("metadata: missing {key}"))
 }
 
 fn parse_dep(d: &Value) -> Result<Dep> {
@@ -64,9 +52,7 @@ fn parse_package(p: &Value) -> Result<Package> {
 }
 
 fn parse_packages(metadata: &Value) -> Result<Vec<Package>> {
-    let pkgs = metadata["packages"]
-        .as_array()
-        .ok_or_else(|| anyhow!("metadata: no packages array"))?;
+    let pkgs = metadata["packages"].as_array().ok_or_else(|| anyhow!("metadata: no packages array"))?;
     pkgs.iter().map(parse_package).collect()
 }
 
@@ -160,10 +146,7 @@ mod tests {
 
     #[test]
     fn upward_edge_is_reported() {
-        let m = meta(&[
-            ("sconce-engine", &[]),
-            ("sconce-modeling", &["sconce-engine"]),
-        ]);
+        let m = meta(&[("sconce-engine", &[]), ("sconce-modeling", &["sconce-engine"])]);
         let v = violations(&m).unwrap();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("sconce-modeling -> sconce-engine"));
@@ -171,10 +154,7 @@ mod tests {
 
     #[test]
     fn candle_in_gateway_is_reported() {
-        let m = meta(&[
-            ("sconce-engine", &[]),
-            ("sconce-gateway", &["candle-nn", "sconce-engine"]),
-        ]);
+        let m = meta(&[("sconce-engine", &[]), ("sconce-gateway", &["candle-nn", "sconce-engine"])]);
         assert_eq!(violations(&m).unwrap().len(), 2);
     }
 

@@ -27,10 +27,7 @@ struct GenArgs {
 }
 
 fn parse_gen_args(args: &[String]) -> Result<GenArgs> {
-    let mut parsed = GenArgs {
-        out: workspace_root().join(tiny_model::DEFAULT_OUT),
-        seed: tiny_model::DEFAULT_SEED,
-    };
+    let mut parsed = GenArgs { out: workspace_root().join(tiny_model::DEFAULT_OUT), seed: tiny_model::DEFAULT_SEED };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"));
@@ -46,11 +43,7 @@ fn parse_gen_args(args: &[String]) -> Result<GenArgs> {
 fn gen_tiny_model(args: &[String]) -> Result<()> {
     let GenArgs { out, seed } = parse_gen_args(args)?;
     let dims = tiny_model::generate(&out, seed)?;
-    println!(
-        "wrote {} (seed {seed}, vocab {})",
-        out.display(),
-        dims.vocab
-    );
+    println!("wrote {} (seed {seed}, vocab {})", out.display(), dims.vocab);
     Ok(())
 }
 

@@ -41,7 +41,8 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Blocks that fit the KV budget.
     pub fn num_kv_blocks(&self, model: &ModelConfig, dtype_size: usize) -> usize {
-        let bytes = self.kv_cache_memory.unwrap_or_else(|| (available_memory() as f64 * self.kv_cache_memory_fraction) as u64);
+        let bytes =
+            self.kv_cache_memory.unwrap_or_else(|| (available_memory() as f64 * self.kv_cache_memory_fraction) as u64);
         let per_block = (model.kv_bytes_per_token(dtype_size) * self.block_size.max(1)) as u64;
         (bytes / per_block.max(1)) as usize
     }

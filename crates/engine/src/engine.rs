@@ -62,8 +62,10 @@ impl Engine {
         let runner = ModelRunner::new(model.decoder, num_blocks, config.block_size)
             .map_err(|e| EngineError::Load(e.to_string()))?;
         let kv = KvCacheManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
-        let sched_config =
-            SchedulerConfig { max_num_seqs: config.max_num_seqs, max_num_batched_tokens: config.max_num_batched_tokens };
+        let sched_config = SchedulerConfig {
+            max_num_seqs: config.max_num_seqs,
+            max_num_batched_tokens: config.max_num_batched_tokens,
+        };
         Ok(Self {
             scheduler: Scheduler::new(sched_config, kv),
             runner,
@@ -175,7 +177,8 @@ impl Engine {
     /// Runs one `schedule → execute → update` step.
     pub fn step(&mut self) -> Result<StepOutcome, EngineError> {
         let plan = self.scheduler.schedule();
-        let mut outcome = StepOutcome { num_tokens: plan.num_tokens(), preempted: plan.preempted.len(), ..Default::default() };
+        let mut outcome =
+            StepOutcome { num_tokens: plan.num_tokens(), preempted: plan.preempted.len(), ..Default::default() };
         if plan.is_empty() {
             return Ok(outcome);
         }
@@ -221,7 +224,12 @@ impl Engine {
         self.scheduler.get(chunk.key).map_or(0, |s| s.prompt_len.saturating_sub(chunk.start).min(chunk.len))
     }
 
-    fn collect_prompt_logprobs<'a>(&mut self, chunk: &ScheduledChunk, rows: &ChunkRows, row: &impl Fn(usize) -> &'a [f32]) {
+    fn collect_prompt_logprobs<'a>(
+        &mut self,
+        chunk: &ScheduledChunk,
+        rows: &ChunkRows,
+        row: &impl Fn(usize) -> &'a [f32],
+    ) {
         let (Some(seq), Some(choice)) = (self.scheduler.get(chunk.key), self.choices.get_mut(&chunk.key)) else {
             return;
         };
@@ -254,8 +262,12 @@ impl Engine {
             eos_ids: &self.eos_ids,
         };
         let delta = choice.on_token(ctx);
-        let record =
-            SampledToken { request_id: choice.request_id.clone(), index: choice.index, token: sampled.token, logits: captured };
+        let record = SampledToken {
+            request_id: choice.request_id.clone(),
+            index: choice.index,
+            token: sampled.token,
+            logits: captured,
+        };
         if delta.finish_reason.is_some() {
             self.finish(key, delta);
         } else if choice.sink.send(delta).is_err() {

@@ -14,7 +14,7 @@ use crate::output::DeltaSink;
 use crate::validate::validate_request;
 
 enum Command {
-    Add { request: GenerateRequest, sink: DeltaSink, arrival: Instant },
+    Add { request: Box<GenerateRequest>, sink: DeltaSink, arrival: Instant },
     Abort(String),
     Shutdown,
 }
@@ -88,7 +88,7 @@ impl EngineHandle {
         let id = request.id.clone();
         let choices = request.params.n;
         inner.shared.pending.fetch_add(1, Ordering::AcqRel);
-        let command = Command::Add { request, sink, arrival: Instant::now() };
+        let command = Command::Add { request: Box::new(request), sink, arrival: Instant::now() };
         inner.commands.send(command).map_err(|_| EngineError::Stopped)?;
         Ok(RequestStream { id, rx, unfinished: choices, handle: Some(self.clone()) })
     }
@@ -213,7 +213,7 @@ fn apply(engine: &mut Engine, command: Command, shared: &Shared) -> bool {
     match command {
         Command::Add { request, sink, arrival } => {
             shared.pending.fetch_sub(1, Ordering::AcqRel);
-            if let Err(e) = engine.add_request(request, sink.clone(), arrival) {
+            if let Err(e) = engine.add_request(*request, sink.clone(), arrival) {
                 tracing::warn!(error = %e, "request refused by the engine loop");
                 drop(sink);
             }

@@ -1,4 +1,5 @@
 //! The paged, batched, chunked, preempting engine against a plain full-recompute reference.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -105,7 +106,14 @@ fn same_seed_same_tokens_alone_and_in_a_batch_of_8() {
     let sampled = |id: &str| GenerateRequest {
         id: id.into(),
         prompt: vec![5, 6, 7, 8, 9],
-        params: SamplingParams { temperature: 0.9, top_p: 0.95, seed: Some(1234), max_tokens: 24, ignore_eos: true, ..SamplingParams::default() },
+        params: SamplingParams {
+            temperature: 0.9,
+            top_p: 0.95,
+            seed: Some(1234),
+            max_tokens: 24,
+            ignore_eos: true,
+            ..SamplingParams::default()
+        },
         priority: 0,
     };
     let mut alone = Engine::new(tiny_model(), &cfg).unwrap();
@@ -134,7 +142,14 @@ fn same_seed_same_tokens_alone_and_in_a_batch_of_8() {
 fn n_choices_share_the_prompt_blocks() {
     let cfg = config(kv_bytes(&tiny_model(), 64, 4), 4, 256);
     let mut engine = Engine::new(tiny_model(), &cfg).unwrap();
-    let params = SamplingParams { n: 3, temperature: 1.0, seed: Some(7), max_tokens: 5, ignore_eos: true, ..SamplingParams::default() };
+    let params = SamplingParams {
+        n: 3,
+        temperature: 1.0,
+        seed: Some(7),
+        max_tokens: 5,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
     let prompt: Vec<u32> = (3..40).collect();
     let mut rx = add(&mut engine, GenerateRequest { id: "n".into(), prompt, params, priority: 0 });
     run_to_completion(&mut engine);
@@ -163,6 +178,8 @@ fn bad_input_gets_typed_errors() {
     assert!(matches!(try_add(n0), Err(EngineError::InvalidParam { param: "n", .. })));
     assert_eq!(try_add(greedy("v", vec![vocab], 4)), Err(EngineError::InvalidToken(vocab)));
     let long = greedy("l", vec![1; max_len], 4);
-    assert!(matches!(try_add(long), Err(EngineError::ContextLengthExceeded { requested, .. }) if requested == max_len + 4));
+    assert!(
+        matches!(try_add(long), Err(EngineError::ContextLengthExceeded { requested, .. }) if requested == max_len + 4)
+    );
     assert!(!engine.has_work());
 }

@@ -1,10 +1,11 @@
 //! Scheduler and block-pool behaviour on token ids alone (no model).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use sconce_engine::kv::KvCacheManager;
-use sconce_engine::sched::{SchedulerOutput, Scheduler, SchedulerConfig, Sequence};
+use sconce_engine::sched::{Scheduler, SchedulerConfig, SchedulerOutput, Sequence};
 
 fn scheduler(blocks: usize, block_size: usize, budget: usize, max_seqs: usize) -> Scheduler {
     let config = SchedulerConfig { max_num_seqs: max_seqs, max_num_batched_tokens: budget };

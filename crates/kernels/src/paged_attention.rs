@@ -154,22 +154,18 @@ impl CustomOp3 for PagedAttention {
                 contiguous(v, vl, name)?,
                 d,
             )),
-            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F16(self.run::<f16>(
-                    contiguous(q, ql, name)?,
-                    contiguous(k, kl, name)?,
-                    contiguous(v, vl, name)?,
-                    d,
-                ))
-            }
-            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(self.run::<bf16>(
-                    contiguous(q, ql, name)?,
-                    contiguous(k, kl, name)?,
-                    contiguous(v, vl, name)?,
-                    d,
-                ))
-            }
+            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => CpuStorage::F16(self.run::<f16>(
+                contiguous(q, ql, name)?,
+                contiguous(k, kl, name)?,
+                contiguous(v, vl, name)?,
+                d,
+            )),
+            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => CpuStorage::BF16(self.run::<bf16>(
+                contiguous(q, ql, name)?,
+                contiguous(k, kl, name)?,
+                contiguous(v, vl, name)?,
+                d,
+            )),
             _ => candle_core::bail!("paged_attention: q, k and v must share a float dtype"),
         };
         Ok((out, ql.shape().clone()))

@@ -1,4 +1,5 @@
 //! The paged ops against a naive contiguous attention on the same random inputs.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
@@ -98,7 +99,13 @@ fn max_error(c: &Case, dtype: DType, seed: u64) -> f32 {
 
 fn mixed_case(heads: usize, kv_heads: usize) -> Case {
     // Decode (q 1), a full prefill, a chunked prefill over cached blocks, lengths off block multiples.
-    Case { heads, kv_heads, head_dim: 32, block_size: 16, seqs: vec![(1, 1), (37, 1), (50, 50), (70, 23), (16, 16), (129, 5)] }
+    Case {
+        heads,
+        kv_heads,
+        head_dim: 32,
+        block_size: 16,
+        seqs: vec![(1, 1), (37, 1), (50, 50), (70, 23), (16, 16), (129, 5)],
+    }
 }
 
 #[test]
@@ -154,12 +161,16 @@ fn half_weight_linear_matches_a_naive_matmul() {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let wt = Tensor::from_slice(&w, (out, inp), &dev).unwrap().to_dtype(dtype).unwrap();
             let wr: Vec<f32> = wt.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let got: Vec<f32> = sconce_kernels::linear_f32_acc(&xt, &wt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got: Vec<f32> =
+                sconce_kernels::linear_f32_acc(&xt, &wt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             for t in 0..tokens {
                 for o in 0..out {
                     let expected: f32 = (0..inp).map(|i| x[t * inp + i] * wr[o * inp + i]).sum();
                     let g = got[t * out + o];
-                    assert!((g - expected).abs() < 1e-4 * (1.0 + expected.abs()), "{dtype:?} [{t},{o}]: {g} vs {expected}");
+                    assert!(
+                        (g - expected).abs() < 1e-4 * (1.0 + expected.abs()),
+                        "{dtype:?} [{t},{o}]: {g} vs {expected}"
+                    );
                 }
             }
         }

@@ -14,22 +14,10 @@ pub const MODELS_DIR_ENV: &str = "SCONCE_MODELS_DIR";
 
 /// Manifests embedded at build time: (file name, contents).
 const BUILTIN: [(&str, &str); 4] = [
-    (
-        "smollm2-135m-instruct.toml",
-        include_str!("../../../models/smollm2-135m-instruct.toml"),
-    ),
-    (
-        "llama-3.2-1b.toml",
-        include_str!("../../../models/llama-3.2-1b.toml"),
-    ),
-    (
-        "llama-3.1-8b.toml",
-        include_str!("../../../models/llama-3.1-8b.toml"),
-    ),
-    (
-        "qwen2.5-7b.toml",
-        include_str!("../../../models/qwen2.5-7b.toml"),
-    ),
+    ("smollm2-135m-instruct.toml", include_str!("../../../models/smollm2-135m-instruct.toml")),
+    ("llama-3.2-1b.toml", include_str!("../../../models/llama-3.2-1b.toml")),
+    ("llama-3.1-8b.toml", include_str!("../../../models/llama-3.1-8b.toml")),
+    ("qwen2.5-7b.toml", include_str!("../../../models/qwen2.5-7b.toml")),
 ];
 
 /// One catalog manifest.
@@ -108,10 +96,7 @@ impl std::error::Error for ManifestError {}
 impl CatalogEntry {
     /// Parses and validates one manifest; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ManifestError> {
-        let error = |reason: String| ManifestError {
-            origin: origin.to_string(),
-            reason,
-        };
+        let error = |reason: String| ManifestError { origin: origin.to_string(), reason };
         let entry: CatalogEntry = toml::from_str(text).map_err(|e| error(e.to_string()))?;
         entry.validate().map_err(error)?;
         Ok(entry)
@@ -120,10 +105,8 @@ impl CatalogEntry {
     /// Reads and parses a manifest file.
     pub fn from_file(path: &Path) -> Result<Self, ManifestError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            origin: origin.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ManifestError { origin: origin.clone(), reason: e.to_string() })?;
         Self::parse(&text, &origin)
     }
 
@@ -133,10 +116,7 @@ impl CatalogEntry {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let name_ok = self
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let name_ok = self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if self.name.is_empty() || !name_ok || self.name.starts_with('.') {
             return Err(format!("bad model name `{}`", self.name));
         }
@@ -190,10 +170,8 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(read) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = read
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
     files.sort();
     files
 }
@@ -254,11 +232,7 @@ mod tests {
         let entries = load_dir(&repo_models_dir()).unwrap();
         assert!(entries.len() >= 4, "found {}", entries.len());
         for entry in &entries {
-            assert!(
-                entry.hub.is_some() || entry.pypi.is_some(),
-                "{}",
-                entry.name
-            );
+            assert!(entry.hub.is_some() || entry.pypi.is_some(), "{}", entry.name);
         }
     }
 

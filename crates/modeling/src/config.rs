@@ -133,10 +133,10 @@ impl ModelConfig {
     /// Rejects shapes the decoder cannot run.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: &str| Err(ModelError::Config(m.to_string()));
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_heads == 0 || self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad("num_attention_heads must be a positive multiple of num_key_value_heads");
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad("head_dim must be even and positive");
         }
         if self.hidden_size == 0 || self.num_layers == 0 || self.vocab_size == 0 {

@@ -29,7 +29,11 @@ impl Projection {
     fn load(vb: &VarBuilder, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Self> {
         let vb = vb.pp(name);
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?.to_dtype(activation_dtype(vb.device(), vb.dtype()))?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?.to_dtype(activation_dtype(vb.device(), vb.dtype()))?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 

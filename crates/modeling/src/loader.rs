@@ -54,23 +54,24 @@ fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
 /// Loads a Hugging Face layout folder (config.json, safetensors, tokenizer files).
 pub fn load_hf_folder(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, ModelError> {
     let config_path = dir.join("config.json");
-    let mut config = ModelConfig::from_hf_json(&std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?)?;
+    let mut config =
+        ModelConfig::from_hf_json(&std::fs::read_to_string(&config_path).map_err(io_error(&config_path))?)?;
     let shards = safetensors_files(dir)?;
     // SAFETY: the files are memory-mapped read-only; they must not be truncated while loaded.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&shards, dtype, device) }.map_err(|e| ModelError::Weights {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let decoder = Decoder::load(vb, &config, None).map_err(|e| ModelError::Weights {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let mut tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&shards, dtype, device) }
+        .map_err(|e| ModelError::Weights { path: dir.display().to_string(), reason: e.to_string() })?;
+    let decoder = Decoder::load(vb, &config, None)
+        .map_err(|e| ModelError::Weights { path: dir.display().to_string(), reason: e.to_string() })?;
+    let mut tokenizer =
+        Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
     let tok_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
     let special = |key: &str| special_token_text(&tok_config[key]);
     let (bos, eos) = (special("bos_token"), special("eos_token"));
     if let Some(bos_text) = &bos {
         tokenizer.set_bos(tokenizer.token_to_id(bos_text).map(|id| (bos_text.clone(), id)));
+    }
+    if let Some(add_bos) = tok_config["add_bos_token"].as_bool() {
+        tokenizer.set_add_bos_by_default(add_bos);
     }
     let mut eos_ids = generation_eos_ids(dir)?.unwrap_or_else(|| config.eos_token_ids.clone());
     if let Some(id) = eos.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
@@ -123,7 +124,10 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     }
     let index_path = dir.join("model.safetensors.index.json");
     let Some(index) = read_json(&index_path)? else {
-        return Err(ModelError::Weights { path: dir.display().to_string(), reason: "no model.safetensors or index".into() });
+        return Err(ModelError::Weights {
+            path: dir.display().to_string(),
+            reason: "no model.safetensors or index".into(),
+        });
     };
     let mut files: Vec<PathBuf> = index["weight_map"]
         .as_object()
@@ -146,9 +150,7 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedMod
     let mut tokenizer = Tokenizer::from_gguf_vocab(&gguf.vocab).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
     let token_text = |id: Option<u32>| id.and_then(|id| gguf.vocab.tokens.get(id as usize).cloned());
     let (bos, eos) = (token_text(gguf.vocab.bos_id), token_text(gguf.vocab.eos_id));
-    if gguf.vocab.add_bos {
-        tokenizer.set_bos(bos.clone().zip(gguf.vocab.bos_id));
-    }
+    tokenizer.set_add_bos_by_default(gguf.vocab.add_bos);
     let template = match &gguf.chat_template {
         Some(source) => ChatTemplate::new(source, bos, eos).map_err(|e| ModelError::Tokenizer(e.to_string()))?,
         None => ChatTemplate::chatml(),

@@ -1,4 +1,5 @@
 //! Loading the tiny fixture, and typed errors for damaged files.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

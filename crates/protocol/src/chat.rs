@@ -112,39 +112,22 @@ impl ChatCompletionRequest {
 
     /// How many top alternatives to return per token, when logprobs are on.
     pub fn logprobs_count(&self) -> Option<usize> {
-        self.logprobs
-            .unwrap_or(false)
-            .then(|| self.top_logprobs.unwrap_or(0))
+        self.logprobs.unwrap_or(false).then(|| self.top_logprobs.unwrap_or(0))
     }
 
     pub fn validate(&self) -> Result<(), ApiError> {
         self.sampling.validate()?;
         if self.messages.is_empty() {
-            return Err(ApiError::invalid_param(
-                "messages",
-                "messages must not be empty",
-            ));
+            return Err(ApiError::invalid_param("messages", "messages must not be empty"));
         }
         if self.max_completion_tokens == Some(0) {
-            return Err(ApiError::invalid_param(
-                "max_completion_tokens",
-                "must be at least 1",
-            ));
+            return Err(ApiError::invalid_param("max_completion_tokens", "must be at least 1"));
         }
-        if self
-            .top_logprobs
-            .is_some_and(|top| top > crate::common::MAX_TOP_LOGPROBS)
-        {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                "top_logprobs must be in 0..=20",
-            ));
+        if self.top_logprobs.is_some_and(|top| top > crate::common::MAX_TOP_LOGPROBS) {
+            return Err(ApiError::invalid_param("top_logprobs", "top_logprobs must be in 0..=20"));
         }
         if self.top_logprobs.is_some() && self.logprobs != Some(true) {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                "top_logprobs needs logprobs: true",
-            ));
+            return Err(ApiError::invalid_param("top_logprobs", "top_logprobs needs logprobs: true"));
         }
         validate_tools(self.tools.as_ref())
     }
@@ -253,9 +236,7 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "max_completion_tokens": 7}),
         );
         assert_eq!(req.max_tokens(), Some(7));
-        let req = request(
-            json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}),
-        );
+        let req = request(json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}));
         assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("tools"));
     }
 

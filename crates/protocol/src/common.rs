@@ -98,9 +98,7 @@ impl SamplingOptions {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .is_some_and(|options| options.include_usage)
+        self.stream_options.as_ref().is_some_and(|options| options.include_usage)
     }
 
     pub fn choices(&self) -> usize {
@@ -114,9 +112,9 @@ impl SamplingOptions {
         };
         let mut parsed = Vec::with_capacity(bias.len());
         for (key, &value) in bias {
-            let token = key.parse::<u32>().map_err(|_| {
-                ApiError::invalid_param("logit_bias", format!("`{key}` is not a token id"))
-            })?;
+            let token = key
+                .parse::<u32>()
+                .map_err(|_| ApiError::invalid_param("logit_bias", format!("`{key}` is not a token id")))?;
             if !(-100.0..=100.0).contains(&value) {
                 return Err(ApiError::invalid_param(
                     "logit_bias",
@@ -137,17 +135,9 @@ impl SamplingOptions {
         check_range("min_p", self.min_p, 0.0, 1.0)?;
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
         check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
-        check_range(
-            "repetition_penalty",
-            self.repetition_penalty,
-            f32::MIN_POSITIVE,
-            f32::MAX,
-        )?;
+        check_range("repetition_penalty", self.repetition_penalty, f32::MIN_POSITIVE, f32::MAX)?;
         if self.top_k.is_some_and(|top_k| top_k < -1) {
-            return Err(ApiError::invalid_param(
-                "top_k",
-                "top_k must be -1, 0 or positive",
-            ));
+            return Err(ApiError::invalid_param("top_k", "top_k must be -1, 0 or positive"));
         }
         self.parsed_logit_bias()?;
         validate_response_format(self.response_format.as_ref())
@@ -156,22 +146,13 @@ impl SamplingOptions {
     fn validate_counts(&self) -> Result<(), ApiError> {
         let n = self.choices();
         if n == 0 || n > MAX_CHOICES {
-            return Err(ApiError::invalid_param(
-                "n",
-                format!("n must be in 1..={MAX_CHOICES}"),
-            ));
+            return Err(ApiError::invalid_param("n", format!("n must be in 1..={MAX_CHOICES}")));
         }
         if self.best_of.is_some_and(|best_of| best_of != n) {
-            return Err(ApiError::invalid_param(
-                "best_of",
-                "best_of is supported only when it equals n",
-            ));
+            return Err(ApiError::invalid_param("best_of", "best_of is supported only when it equals n"));
         }
         if self.max_tokens == Some(0) {
-            return Err(ApiError::invalid_param(
-                "max_tokens",
-                "max_tokens must be at least 1",
-            ));
+            return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1"));
         }
         if self.stream_options.is_some() && !self.is_stream() {
             return Err(ApiError::invalid_param(
@@ -186,10 +167,7 @@ impl SamplingOptions {
 fn check_range(param: &str, value: Option<f32>, min: f32, max: f32) -> Result<(), ApiError> {
     match value {
         Some(value) if !(value.is_finite() && (min..=max).contains(&value)) => {
-            Err(ApiError::invalid_param(
-                param,
-                format!("{param} = {value} is outside the allowed range"),
-            ))
+            Err(ApiError::invalid_param(param, format!("{param} = {value} is outside the allowed range")))
         }
         _ => Ok(()),
     }
@@ -201,14 +179,9 @@ fn validate_response_format(format: Option<&serde_json::Value>) -> Result<(), Ap
         Some("text") => Ok(()),
         Some(kind) => Err(ApiError::invalid_param(
             "response_format",
-            format!(
-                "response_format `{kind}` is not supported yet: Sconce has no constrained decoding"
-            ),
+            format!("response_format `{kind}` is not supported yet: Sconce has no constrained decoding"),
         )),
-        None => Err(ApiError::invalid_param(
-            "response_format",
-            "response_format needs a `type`",
-        )),
+        None => Err(ApiError::invalid_param("response_format", "response_format needs a `type`")),
     }
 }
 
@@ -223,33 +196,21 @@ mod tests {
 
     #[test]
     fn stop_accepts_a_string_or_a_list() {
-        assert_eq!(
-            options(json!({"stop": "x"})).stop.unwrap().to_vec(),
-            vec!["x"]
-        );
-        assert_eq!(
-            options(json!({"stop": ["a", "b"]})).stop.unwrap().to_vec(),
-            vec!["a", "b"]
-        );
+        assert_eq!(options(json!({"stop": "x"})).stop.unwrap().to_vec(), vec!["x"]);
+        assert_eq!(options(json!({"stop": ["a", "b"]})).stop.unwrap().to_vec(), vec!["a", "b"]);
     }
 
     #[test]
     fn best_of_must_equal_n() {
         assert!(options(json!({"n": 2, "best_of": 2})).validate().is_ok());
-        let err = options(json!({"n": 1, "best_of": 3}))
-            .validate()
-            .unwrap_err();
+        let err = options(json!({"n": 1, "best_of": 3})).validate().unwrap_err();
         assert_eq!(err.param.as_deref(), Some("best_of"));
     }
 
     #[test]
     fn json_schema_response_format_is_refused() {
-        assert!(options(json!({"response_format": {"type": "text"}}))
-            .validate()
-            .is_ok());
-        let err = options(json!({"response_format": {"type": "json_object"}}))
-            .validate()
-            .unwrap_err();
+        assert!(options(json!({"response_format": {"type": "text"}})).validate().is_ok());
+        let err = options(json!({"response_format": {"type": "json_object"}})).validate().unwrap_err();
         assert_eq!(err.status, 400);
         assert!(err.message.contains("constrained decoding"));
     }
@@ -263,18 +224,13 @@ mod tests {
             json!({"logit_bias": {"abc": 1}}),
             json!({"logit_bias": {"5": 101}}),
         ] {
-            assert!(
-                options(bad.clone()).validate().is_err(),
-                "{bad} was accepted"
-            );
+            assert!(options(bad.clone()).validate().is_err(), "{bad} was accepted");
         }
     }
 
     #[test]
     fn logit_bias_keys_become_token_ids() {
-        let parsed = options(json!({"logit_bias": {"7": -100, "3": 5}}))
-            .parsed_logit_bias()
-            .unwrap();
+        let parsed = options(json!({"logit_bias": {"7": -100, "3": 5}})).parsed_logit_bias().unwrap();
         assert_eq!(parsed, vec![(3, 5.0), (7, -100.0)]);
     }
 }

@@ -62,16 +62,9 @@ impl CompletionRequest {
     pub fn validate(&self) -> Result<(), ApiError> {
         self.sampling.validate()?;
         if self.logprobs.is_some_and(|count| count > MAX_TOP_LOGPROBS) {
-            return Err(ApiError::invalid_param(
-                "logprobs",
-                "logprobs must be in 0..=20",
-            ));
+            return Err(ApiError::invalid_param("logprobs", "logprobs must be in 0..=20"));
         }
-        if self
-            .suffix
-            .as_deref()
-            .is_some_and(|suffix| !suffix.is_empty())
-        {
+        if self.suffix.as_deref().is_some_and(|suffix| !suffix.is_empty()) {
             return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
         }
         match &self.prompt {
@@ -123,25 +116,14 @@ mod tests {
     fn every_prompt_shape_parses() {
         assert_eq!(prompt(json!("hi")), vec![PromptInput::Text("hi".into())]);
         assert_eq!(prompt(json!(["a", "b"])).len(), 2);
-        assert_eq!(
-            prompt(json!([1, 2, 3])),
-            vec![PromptInput::Tokens(vec![1, 2, 3])]
-        );
-        assert_eq!(
-            prompt(json!([[1], [2, 3]])),
-            vec![
-                PromptInput::Tokens(vec![1]),
-                PromptInput::Tokens(vec![2, 3])
-            ]
-        );
+        assert_eq!(prompt(json!([1, 2, 3])), vec![PromptInput::Tokens(vec![1, 2, 3])]);
+        assert_eq!(prompt(json!([[1], [2, 3]])), vec![PromptInput::Tokens(vec![1]), PromptInput::Tokens(vec![2, 3])]);
     }
 
     #[test]
     fn echo_and_logprobs_are_read() {
-        let req: CompletionRequest = serde_json::from_value(
-            json!({"prompt": "x", "echo": true, "logprobs": 1, "max_tokens": 1}),
-        )
-        .unwrap();
+        let req: CompletionRequest =
+            serde_json::from_value(json!({"prompt": "x", "echo": true, "logprobs": 1, "max_tokens": 1})).unwrap();
         assert!(req.echo());
         assert_eq!(req.logprobs, Some(1));
         assert!(req.validate().is_ok());

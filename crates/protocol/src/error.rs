@@ -39,13 +39,7 @@ const INVALID_REQUEST: &str = "invalid_request_error";
 
 impl ApiError {
     fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-            param: None,
-            code: None,
-        }
+        Self { status, kind, message: message.into(), param: None, code: None }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -65,9 +59,7 @@ impl ApiError {
 
     /// 400: a bad value for one parameter.
     pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
-        Self::invalid_request(message)
-            .with_param(param)
-            .with_code("invalid_value")
+        Self::invalid_request(message).with_param(param).with_code("invalid_value")
     }
 
     /// 400: the body is not valid JSON or does not match the schema.
@@ -82,53 +74,31 @@ impl ApiError {
 
     /// 404: the requested model is not served here.
     pub fn model_not_found(model: &str) -> Self {
-        Self::new(
-            404,
-            INVALID_REQUEST,
-            format!("the model `{model}` does not exist"),
-        )
-        .with_param("model")
-        .with_code("model_not_found")
+        Self::new(404, INVALID_REQUEST, format!("the model `{model}` does not exist"))
+            .with_param("model")
+            .with_code("model_not_found")
     }
 
     /// 404: no route matches the path.
     pub fn route_not_found(method: &str, path: &str) -> Self {
-        Self::new(
-            404,
-            INVALID_REQUEST,
-            format!("no route for {method} {path}"),
-        )
-        .with_code("not_found")
+        Self::new(404, INVALID_REQUEST, format!("no route for {method} {path}")).with_code("not_found")
     }
 
     /// 405: the path exists but not for this method.
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(
-            405,
-            INVALID_REQUEST,
-            format!("method {method} is not allowed on {path}"),
-        )
-        .with_code("method_not_allowed")
+        Self::new(405, INVALID_REQUEST, format!("method {method} is not allowed on {path}"))
+            .with_code("method_not_allowed")
     }
 
     /// 413: the body is over the configured limit.
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            INVALID_REQUEST,
-            format!("request body is larger than {limit} bytes"),
-        )
-        .with_code("request_too_large")
+        Self::new(413, INVALID_REQUEST, format!("request body is larger than {limit} bytes"))
+            .with_code("request_too_large")
     }
 
     /// 415: the body is not `application/json`.
     pub fn unsupported_media_type() -> Self {
-        Self::new(
-            415,
-            INVALID_REQUEST,
-            "expected `Content-Type: application/json`",
-        )
-        .with_code("unsupported_media_type")
+        Self::new(415, INVALID_REQUEST, "expected `Content-Type: application/json`").with_code("unsupported_media_type")
     }
 
     /// 429: the waiting queue is over its bound.

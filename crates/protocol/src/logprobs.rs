@@ -36,13 +36,7 @@ pub struct CompletionLogprobs {
 
 impl CompletionLogprobs {
     /// Appends one token; `offset` is where its text starts in the choice's text.
-    pub fn push(
-        &mut self,
-        token: String,
-        logprob: Option<f32>,
-        top: Option<BTreeMap<String, f32>>,
-        offset: usize,
-    ) {
+    pub fn push(&mut self, token: String, logprob: Option<f32>, top: Option<BTreeMap<String, f32>>, offset: usize) {
         self.tokens.push(token);
         self.token_logprobs.push(logprob);
         self.top_logprobs.push(top);

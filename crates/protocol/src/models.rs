@@ -33,9 +33,6 @@ pub struct ModelList {
 
 impl ModelList {
     pub fn new(data: Vec<ModelCard>) -> Self {
-        Self {
-            object: "list".to_string(),
-            data,
-        }
+        Self { object: "list".to_string(), data }
     }
 }

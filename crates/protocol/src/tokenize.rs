@@ -32,20 +32,15 @@ pub enum TokenizeRequest {
 impl TokenizeRequest {
     pub fn model(&self) -> Option<&str> {
         match self {
-            TokenizeRequest::Completion { model, .. } | TokenizeRequest::Chat { model, .. } => {
-                model.as_deref()
-            }
+            TokenizeRequest::Completion { model, .. } | TokenizeRequest::Chat { model, .. } => model.as_deref(),
         }
     }
 
     pub fn return_token_strs(&self) -> bool {
         match self {
-            TokenizeRequest::Completion {
-                return_token_strs, ..
+            TokenizeRequest::Completion { return_token_strs, .. } | TokenizeRequest::Chat { return_token_strs, .. } => {
+                return_token_strs.unwrap_or(false)
             }
-            | TokenizeRequest::Chat {
-                return_token_strs, ..
-            } => return_token_strs.unwrap_or(false),
         }
     }
 }
@@ -79,10 +74,8 @@ mod tests {
     fn prompt_and_messages_forms_parse() {
         let req: TokenizeRequest = serde_json::from_value(json!({"prompt": "hi"})).unwrap();
         assert!(matches!(req, TokenizeRequest::Completion { .. }));
-        let req: TokenizeRequest = serde_json::from_value(
-            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .unwrap();
+        let req: TokenizeRequest =
+            serde_json::from_value(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
         assert_eq!(req.model(), Some("m"));
         assert!(matches!(req, TokenizeRequest::Chat { .. }));
     }

@@ -34,32 +34,19 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         // Outermost last: set the id, then trace with it, then echo it back.
-        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
-            REQUEST_ID_HEADER,
-        )))
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(REQUEST_ID_HEADER)))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Micros),
-                ),
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
         )
-        .layer(SetRequestIdLayer::new(
-            HeaderName::from_static(REQUEST_ID_HEADER),
-            MakeRequestUuid,
-        ))
+        .layer(SetRequestIdLayer::new(HeaderName::from_static(REQUEST_ID_HEADER), MakeRequestUuid))
         .with_state(state)
 }
 
 /// Every log line of a request carries its `x-request-id`.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
+    let request_id = request.headers().get(REQUEST_ID_HEADER).and_then(|value| value.to_str().ok()).unwrap_or_default();
     tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
 }

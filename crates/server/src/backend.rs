@@ -8,8 +8,8 @@ use sconce_protocol::ApiError;
 use sconce_text::{ChatMessage, Tokenizer};
 
 pub use sconce_engine::{
-    Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, RequestStream,
-    RequestTimings, SamplingParams, TokenLogprob, Usage as EngineUsage,
+    Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, RequestStream, RequestTimings,
+    SamplingParams, TokenLogprob, Usage as EngineUsage,
 };
 
 use crate::config::Config;
@@ -26,9 +26,7 @@ impl Backend {
         let model = config.model.name.clone();
         let load = load_options(config);
         let engine = engine_config(config);
-        let handle =
-            tokio::task::spawn_blocking(move || sconce_engine::launch(&model, &load, engine))
-                .await??;
+        let handle = tokio::task::spawn_blocking(move || sconce_engine::launch(&model, &load, engine)).await??;
         Ok(Self { handle })
     }
 
@@ -46,8 +44,9 @@ impl Backend {
 
     /// Tokenizes a completion prompt, adding BOS (once).
     pub fn encode_text(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
-        self.tokenizer()
-            .encode_prompt(text, add_special_tokens)
+        let tokenizer = self.tokenizer();
+        tokenizer
+            .encode_prompt(text, add_special_tokens && tokenizer.add_bos_by_default())
             .map_err(|e| ApiError::invalid_param("prompt", e.to_string()))
     }
 
@@ -58,24 +57,18 @@ impl Backend {
         messages: Vec<(String, String)>,
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>, ApiError> {
-        let messages: Vec<ChatMessage> = messages
-            .into_iter()
-            .map(|(role, content)| ChatMessage::new(role, content))
-            .collect();
+        let messages: Vec<ChatMessage> =
+            messages.into_iter().map(|(role, content)| ChatMessage::new(role, content)).collect();
         let rendered = self
             .handle
             .chat_template()
             .render(&messages, add_generation_prompt)
             .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
-        self.tokenizer()
-            .encode_prompt(&rendered, false)
-            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))
+        self.tokenizer().encode_prompt(&rendered, false).map_err(|e| ApiError::invalid_param("messages", e.to_string()))
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ApiError> {
-        self.tokenizer()
-            .decode(ids, false)
-            .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))
+        self.tokenizer().decode(ids, false).map_err(|e| ApiError::invalid_param("tokens", e.to_string()))
     }
 
     pub fn token_text(&self) -> TokenText {

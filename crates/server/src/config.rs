@@ -35,12 +35,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            host: "127.0.0.1".into(),
-            port: 8000,
-            max_request_body_bytes: ByteSize(8 << 20),
-            drain_timeout_secs: 30,
-        }
+        Self { host: "127.0.0.1".into(), port: 8000, max_request_body_bytes: ByteSize(8 << 20), drain_timeout_secs: 30 }
     }
 }
 
@@ -112,10 +107,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -165,13 +157,9 @@ impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size"))?;
+        let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size"))?;
         let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -180,11 +168,7 @@ impl std::str::FromStr for ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB, GiB)"
-                ))
-            }
+            other => return Err(format!("unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB, GiB)")),
         };
         Ok(ByteSize((number * scale as f64) as u64))
     }
@@ -210,13 +194,16 @@ pub struct ModelArgs {
 /// Engine sizing flags, shared by every subcommand that runs the engine.
 #[derive(Debug, Clone, Default, Args)]
 pub struct EngineArgs {
+    /// Most sequences scheduled in one step.
     #[arg(long, env = "SCONCE_MAX_NUM_SEQS")]
     pub max_num_seqs: Option<usize>,
+    /// Token budget of one step (decodes plus prefill chunks).
     #[arg(long, env = "SCONCE_MAX_NUM_BATCHED_TOKENS")]
     pub max_num_batched_tokens: Option<usize>,
     /// KV cache size, e.g. `2GiB`.
     #[arg(long, env = "SCONCE_KV_CACHE_MEMORY")]
     pub kv_cache_memory: Option<ByteSize>,
+    /// Caps the context length (prompt plus generated tokens).
     #[arg(long, env = "SCONCE_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
     /// Waiting requests beyond this get 429.
@@ -227,8 +214,10 @@ pub struct EngineArgs {
 /// HTTP server flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServerArgs {
+    /// Address to listen on (default 127.0.0.1).
     #[arg(long, env = "SCONCE_HOST")]
     pub host: Option<String>,
+    /// TCP port (default 8000; 0 picks a free one).
     #[arg(long, env = "SCONCE_PORT")]
     pub port: Option<u16>,
     /// Largest accepted request body, e.g. `8MiB`.
@@ -237,8 +226,10 @@ pub struct ServerArgs {
     /// Seconds to wait for in-flight requests after SIGTERM.
     #[arg(long, env = "SCONCE_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
+    /// Log lines as text or JSON.
     #[arg(long, env = "SCONCE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `sconce_server=debug` (`RUST_LOG` wins).
     #[arg(long, env = "SCONCE_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Also expose metrics under `vllm:` names.
@@ -263,8 +254,8 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
             None => return Ok(Self::default()),
         };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -290,10 +281,7 @@ impl Config {
     pub fn apply_engine_args(&mut self, args: &EngineArgs) {
         let engine = &mut self.engine;
         set(&mut engine.max_num_seqs, &args.max_num_seqs);
-        set(
-            &mut engine.max_num_batched_tokens,
-            &args.max_num_batched_tokens,
-        );
+        set(&mut engine.max_num_batched_tokens, &args.max_num_batched_tokens);
         set(&mut engine.max_waiting_requests, &args.max_waiting_requests);
         if args.kv_cache_memory.is_some() {
             engine.kv_cache_memory = args.kv_cache_memory;
@@ -306,10 +294,7 @@ impl Config {
     pub fn apply_server_args(&mut self, args: &ServerArgs) {
         set(&mut self.server.host, &args.host);
         set(&mut self.server.port, &args.port);
-        set(
-            &mut self.server.max_request_body_bytes,
-            &args.max_request_body_bytes,
-        );
+        set(&mut self.server.max_request_body_bytes, &args.max_request_body_bytes);
         set(&mut self.server.drain_timeout_secs, &args.drain_timeout);
         set(&mut self.log.format, &args.log_format);
         set(&mut self.log.level, &args.log_level);
@@ -318,10 +303,7 @@ impl Config {
 
     /// The name clients must send as `model`.
     pub fn served_name(&self) -> &str {
-        self.model
-            .served_model_name
-            .as_deref()
-            .unwrap_or(&self.model.name)
+        self.model.served_model_name.as_deref().unwrap_or(&self.model.name)
     }
 }
 
@@ -339,17 +321,13 @@ mod tests {
 
     #[test]
     fn file_values_override_defaults_and_flags_override_the_file() {
-        let mut config = Config::from_toml(
-            "[server]\nport = 9000\nhost = \"0.0.0.0\"\n[engine]\nkv_cache_memory = \"1GiB\"\n",
-        )
-        .unwrap();
+        let mut config =
+            Config::from_toml("[server]\nport = 9000\nhost = \"0.0.0.0\"\n[engine]\nkv_cache_memory = \"1GiB\"\n")
+                .unwrap();
         assert_eq!(config.server.port, 9000);
         assert_eq!(config.engine.kv_cache_memory, Some(ByteSize(1 << 30)));
         assert_eq!(config.engine.max_num_seqs, 256);
-        config.apply_server_args(&ServerArgs {
-            port: Some(9100),
-            ..ServerArgs::default()
-        });
+        config.apply_server_args(&ServerArgs { port: Some(9100), ..ServerArgs::default() });
         assert_eq!(config.server.port, 9100);
         assert_eq!(config.server.host, "0.0.0.0");
     }
@@ -384,15 +362,9 @@ mod tests {
         full.engine.max_model_len = Some(1);
         let printed: toml::Table = toml::from_str(&full.to_toml().unwrap()).unwrap();
         for (section, keys) in printed {
-            assert!(
-                shipped.contains(&format!("[{section}]")),
-                "missing [{section}]"
-            );
+            assert!(shipped.contains(&format!("[{section}]")), "missing [{section}]");
             for key in keys.as_table().unwrap().keys() {
-                assert!(
-                    shipped.contains(&format!("{key} = ")),
-                    "config/sconce.toml lacks `{key}`"
-                );
+                assert!(shipped.contains(&format!("{key} = ")), "config/sconce.toml lacks `{key}`");
             }
         }
     }

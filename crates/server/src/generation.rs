@@ -35,11 +35,7 @@ impl GenerationSpec<'_> {
     }
 
     /// Engine sampling parameters for one prompt of `prompt_len` tokens.
-    pub fn sampling_params(
-        &self,
-        prompt_len: usize,
-        max_model_len: usize,
-    ) -> Result<SamplingParams, ApiError> {
+    pub fn sampling_params(&self, prompt_len: usize, max_model_len: usize) -> Result<SamplingParams, ApiError> {
         let options = self.sampling;
         let defaults = SamplingParams::default();
         Ok(SamplingParams {
@@ -48,9 +44,7 @@ impl GenerationSpec<'_> {
             top_p: options.top_p.unwrap_or(defaults.top_p),
             top_k: options.top_k.map_or(0, |top_k| top_k.max(0) as usize),
             min_p: options.min_p.unwrap_or(defaults.min_p),
-            repetition_penalty: options
-                .repetition_penalty
-                .unwrap_or(defaults.repetition_penalty),
+            repetition_penalty: options.repetition_penalty.unwrap_or(defaults.repetition_penalty),
             presence_penalty: options.presence_penalty.unwrap_or(0.0),
             frequency_penalty: options.frequency_penalty.unwrap_or(0.0),
             logit_bias: options.parsed_logit_bias()?,
@@ -59,11 +53,7 @@ impl GenerationSpec<'_> {
             prompt_logprobs: self.prompt_logprobs,
             max_tokens: self.max_tokens(prompt_len, max_model_len),
             min_tokens: options.min_tokens.unwrap_or(0),
-            stop: options
-                .stop
-                .as_ref()
-                .map(|stop| stop.to_vec())
-                .unwrap_or_default(),
+            stop: options.stop.as_ref().map(|stop| stop.to_vec()).unwrap_or_default(),
             stop_token_ids: options.stop_token_ids.clone().unwrap_or_default(),
             ignore_eos: options.ignore_eos.unwrap_or(false),
             skip_special_tokens: options.skip_special_tokens.unwrap_or(true),
@@ -83,11 +73,7 @@ pub struct ResponseMeta {
 impl ResponseMeta {
     pub fn new(prefix: &str, model: &str) -> Self {
         let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-        Self {
-            id,
-            created: unix_now(),
-            model: model.to_string(),
-        }
+        Self { id, created: unix_now(), model: model.to_string() }
     }
 }
 
@@ -106,30 +92,12 @@ pub fn start(
     let prompt_count = prompts.len();
     for (prompt_index, prompt) in prompts.into_iter().enumerate() {
         let params = spec.sampling_params(prompt.len(), max_model_len)?;
-        let id = if prompt_count == 1 {
-            meta.id.clone()
-        } else {
-            format!("{}-{prompt_index}", meta.id)
-        };
-        let request = GenerateRequest {
-            id,
-            prompt,
-            params,
-            priority: spec.sampling.priority.unwrap_or(0),
-        };
-        let stream = backend
-            .submit(request)
-            .map_err(|e| engine_error(e, spec.prompt_param))?;
+        let id = if prompt_count == 1 { meta.id.clone() } else { format!("{}-{prompt_index}", meta.id) };
+        let request = GenerateRequest { id, prompt, params, priority: spec.sampling.priority.unwrap_or(0) };
+        let stream = backend.submit(request).map_err(|e| engine_error(e, spec.prompt_param))?;
         merged.push(renumbered(stream, prompt_index * choices_per_prompt));
     }
-    Ok(DeltaStream::new(
-        state.clone(),
-        meta.id.clone(),
-        merged,
-        prompt_count,
-        choices_per_prompt,
-        guard,
-    ))
+    Ok(DeltaStream::new(state.clone(), meta.id.clone(), merged, prompt_count, choices_per_prompt, guard))
 }
 
 fn renumbered(stream: RequestStream, offset: usize) -> BoxStream<'static, Delta> {
@@ -147,15 +115,11 @@ pub fn engine_error(error: EngineError, prompt_param: &str) -> ApiError {
         EngineError::ContextLengthExceeded { .. } => {
             ApiError::context_length_exceeded(message).with_param(prompt_param)
         }
-        EngineError::EmptyPrompt | EngineError::InvalidToken(_) => {
-            ApiError::invalid_param(prompt_param, message)
-        }
+        EngineError::EmptyPrompt | EngineError::InvalidToken(_) => ApiError::invalid_param(prompt_param, message),
         EngineError::InvalidParam { param, message } => ApiError::invalid_param(param, message),
         EngineError::Overloaded(_) => ApiError::overloaded(message),
         EngineError::Stopped => ApiError::unavailable(message),
-        EngineError::DuplicateId(_) | EngineError::Load(_) | EngineError::Internal(_) => {
-            ApiError::internal(message)
-        }
+        EngineError::DuplicateId(_) | EngineError::Load(_) | EngineError::Internal(_) => ApiError::internal(message),
     }
 }
 
@@ -220,11 +184,8 @@ impl DeltaStream {
 
     /// Prompt tokens are counted once per prompt, completion tokens per choice.
     pub fn usage(&self) -> Usage {
-        let (prompt, cached) = self
-            .prompt_usage
-            .iter()
-            .flatten()
-            .fold((0, 0), |(prompt, cached), (p, c)| (prompt + p, cached + c));
+        let (prompt, cached) =
+            self.prompt_usage.iter().flatten().fold((0, 0), |(prompt, cached), (p, c)| (prompt + p, cached + c));
         Usage::new(prompt, self.completion_tokens, cached)
     }
 
@@ -267,11 +228,7 @@ impl DeltaStream {
 mod tests {
     use super::*;
 
-    fn spec(
-        sampling: &SamplingOptions,
-        max_tokens: Option<usize>,
-        default: Option<usize>,
-    ) -> GenerationSpec<'_> {
+    fn spec(sampling: &SamplingOptions, max_tokens: Option<usize>, default: Option<usize>) -> GenerationSpec<'_> {
         GenerationSpec {
             sampling,
             max_tokens,
@@ -288,10 +245,7 @@ mod tests {
         assert_eq!(spec(&sampling, None, None).max_tokens(10, 100), 90);
         assert_eq!(spec(&sampling, None, Some(16)).max_tokens(10, 100), 16);
         assert_eq!(spec(&sampling, None, Some(16)).max_tokens(95, 100), 5);
-        assert_eq!(
-            spec(&sampling, Some(500), Some(16)).max_tokens(10, 100),
-            500
-        );
+        assert_eq!(spec(&sampling, Some(500), Some(16)).max_tokens(10, 100), 500);
     }
 
     #[test]
@@ -301,13 +255,8 @@ mod tests {
             "logit_bias": {"3": 1.5}, "ignore_eos": true, "min_tokens": 4
         }))
         .unwrap();
-        let params = spec(&sampling, Some(8), None)
-            .sampling_params(3, 100)
-            .unwrap();
-        assert_eq!(
-            (params.n, params.temperature, params.top_k, params.seed),
-            (2, 0.5, 0, Some(7))
-        );
+        let params = spec(&sampling, Some(8), None).sampling_params(3, 100).unwrap();
+        assert_eq!((params.n, params.temperature, params.top_k, params.seed), (2, 0.5, 0, Some(7)));
         assert_eq!(params.stop, vec!["END"]);
         assert_eq!(params.logit_bias, vec![(3, 1.5)]);
         assert!(params.ignore_eos);
@@ -316,21 +265,10 @@ mod tests {
 
     #[test]
     fn context_errors_keep_their_numbers() {
-        let error = EngineError::ContextLengthExceeded {
-            max: 64,
-            requested: 80,
-            prompt: 60,
-            max_tokens: 20,
-        };
+        let error = EngineError::ContextLengthExceeded { max: 64, requested: 80, prompt: 60, max_tokens: 20 };
         let api = engine_error(error, "messages");
-        assert_eq!(
-            (api.status, api.code),
-            (400, Some("context_length_exceeded"))
-        );
+        assert_eq!((api.status, api.code), (400, Some("context_length_exceeded")));
         assert!(api.message.contains("64") && api.message.contains("80"));
-        assert_eq!(
-            engine_error(EngineError::Overloaded(4), "prompt").status,
-            429
-        );
+        assert_eq!(engine_error(EngineError::Overloaded(4), "prompt").status, 429);
     }
 }

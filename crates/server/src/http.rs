@@ -25,22 +25,15 @@ impl From<ApiError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), message = %self.0.message, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), message = %self.0.message, "request refused");
         }
         let mut response = (status, Json(self.0.envelope())).into_response();
-        if matches!(
-            status,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         }
         response
     }
@@ -58,15 +51,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             return Err(ApiError::unsupported_media_type().into());
         }
         let limit = state.settings().max_request_body_bytes;
-        let body = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::payload_too_large(limit)
-                } else {
-                    ApiError::invalid_request(rejection.body_text())
-                }
-            })?;
+        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(limit)
+            } else {
+                ApiError::invalid_request(rejection.body_text())
+            }
+        })?;
         let value = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
         Ok(Self(value))
     }
@@ -80,12 +71,7 @@ fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let mime = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -104,24 +90,17 @@ mod tests {
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_str(content_type).unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
         headers
     }
 
     #[test]
     fn json_content_types_are_recognised() {
         assert!(has_json_content_type(&headers("application/json")));
-        assert!(has_json_content_type(&headers(
-            "Application/JSON; charset=utf-8"
-        )));
+        assert!(has_json_content_type(&headers("Application/JSON; charset=utf-8")));
         assert!(has_json_content_type(&HeaderMap::new()));
         assert!(!has_json_content_type(&headers("text/plain")));
-        assert!(!has_json_content_type(&headers(
-            "application/x-www-form-urlencoded"
-        )));
+        assert!(!has_json_content_type(&headers("application/x-www-form-urlencoded")));
     }
 
     #[test]

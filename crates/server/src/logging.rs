@@ -9,11 +9,9 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(&config.level)?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match config.format {
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))

@@ -5,24 +5,19 @@
 
 use std::sync::Mutex;
 
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::backend::{EngineStats, RequestTimings};
 
-const TTFT_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0,
-];
+const TTFT_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
 const TOKEN_GAP_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
-    0.4, 0.5, 0.75, 1.0, 2.5,
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+    2.5,
 ];
 const REQUEST_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-    120.0, 240.0, 480.0, 960.0,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
+    960.0,
 ];
 
 /// One full set of series under one prefix.
@@ -77,37 +72,20 @@ impl SeriesBuilder<'_> {
 
     fn build(&self) -> prometheus::Result<Series> {
         let success = IntCounterVec::new(
-            self.opts(
-                "request_success_total",
-                "Finished requests, by finish reason.",
-            ),
+            self.opts("request_success_total", "Finished requests, by finish reason."),
             &["finished_reason"],
         )?;
         self.registry.register(Box::new(success.clone()))?;
         Ok(Series {
-            running: self.gauge(
-                "num_requests_running",
-                "Requests currently being generated.",
-            )?,
+            running: self.gauge("num_requests_running", "Requests currently being generated.")?,
             waiting: self.gauge("num_requests_waiting", "Requests waiting to be scheduled.")?,
-            kv_usage: self.gauge(
-                "kv_cache_usage_perc",
-                "Fraction of KV cache blocks in use, from 0 to 1.",
-            )?,
+            kv_usage: self.gauge("kv_cache_usage_perc", "Fraction of KV cache blocks in use, from 0 to 1.")?,
             prompt_tokens: self.counter("prompt_tokens_total", "Prompt tokens processed.")?,
             generation_tokens: self.counter("generation_tokens_total", "Tokens generated.")?,
-            preemptions: self.counter(
-                "num_preemptions_total",
-                "Requests preempted to free KV blocks.",
-            )?,
-            prefix_queries: self.counter(
-                "prefix_cache_queries_total",
-                "Prompt tokens looked up in the prefix cache.",
-            )?,
-            prefix_hits: self.counter(
-                "prefix_cache_hits_total",
-                "Prompt tokens found in the prefix cache.",
-            )?,
+            preemptions: self.counter("num_preemptions_total", "Requests preempted to free KV blocks.")?,
+            prefix_queries: self
+                .counter("prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.")?,
+            prefix_hits: self.counter("prefix_cache_hits_total", "Prompt tokens found in the prefix cache.")?,
             success,
             ttft: self.histogram(
                 "time_to_first_token_seconds",
@@ -129,16 +107,8 @@ impl SeriesBuilder<'_> {
                 "Time spent waiting before the first schedule.",
                 REQUEST_BUCKETS,
             )?,
-            prefill: self.histogram(
-                "request_prefill_time_seconds",
-                "Time spent in prefill.",
-                REQUEST_BUCKETS,
-            )?,
-            decode: self.histogram(
-                "request_decode_time_seconds",
-                "Time spent in decode.",
-                REQUEST_BUCKETS,
-            )?,
+            prefill: self.histogram("request_prefill_time_seconds", "Time spent in prefill.", REQUEST_BUCKETS)?,
+            decode: self.histogram("request_decode_time_seconds", "Time spent in decode.", REQUEST_BUCKETS)?,
         })
     }
 }
@@ -180,49 +150,27 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(model_name: &str, vllm_compat: bool) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let prefixes: &[&str] = if vllm_compat {
-            &["sconce", "vllm"]
-        } else {
-            &["sconce"]
-        };
+        let prefixes: &[&str] = if vllm_compat { &["sconce", "vllm"] } else { &["sconce"] };
         let series = prefixes
             .iter()
-            .map(|prefix| {
-                SeriesBuilder {
-                    registry: &registry,
-                    prefix,
-                    model: model_name,
-                }
-                .build()
-            })
+            .map(|prefix| SeriesBuilder { registry: &registry, prefix, model: model_name }.build())
             .collect::<prometheus::Result<Vec<_>>>()?;
-        Ok(Self {
-            registry,
-            series,
-            scrape: Mutex::new(()),
-        })
+        Ok(Self { registry, series, scrape: Mutex::new(()) })
     }
 
     /// Seconds between two consecutive tokens of one choice.
     pub fn observe_token_gap(&self, seconds: f64) {
-        self.series
-            .iter()
-            .for_each(|series| series.token_gap.observe(seconds));
+        self.series.iter().for_each(|series| series.token_gap.observe(seconds));
     }
 
     /// One choice finished.
     pub fn observe_finish(&self, reason: &str, timings: Option<&RequestTimings>) {
-        self.series
-            .iter()
-            .for_each(|series| series.observe_finish(reason, timings));
+        self.series.iter().for_each(|series| series.observe_finish(reason, timings));
     }
 
     /// The text exposition, after syncing engine gauges and counters to `stats`.
     pub fn render(&self, stats: &EngineStats) -> anyhow::Result<String> {
-        let _one_scrape_at_a_time = self
-            .scrape
-            .lock()
-            .map_err(|_| anyhow::anyhow!("metrics lock poisoned"))?;
+        let _one_scrape_at_a_time = self.scrape.lock().map_err(|_| anyhow::anyhow!("metrics lock poisoned"))?;
         self.series.iter().for_each(|series| series.sync(stats));
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
@@ -240,29 +188,13 @@ mod tests {
     fn every_series_has_help_and_the_model_label() {
         let metrics = Metrics::new("tiny", true).unwrap();
         metrics.observe_finish("stop", None);
-        let text = metrics
-            .render(&EngineStats {
-                prompt_tokens_total: 7,
-                ..EngineStats::default()
-            })
-            .unwrap();
+        let text = metrics.render(&EngineStats { prompt_tokens_total: 7, ..EngineStats::default() }).unwrap();
         for prefix in ["sconce:", "vllm:"] {
-            assert!(
-                text.contains(&format!(
-                    "{prefix}prompt_tokens_total{{model_name=\"tiny\"}} 7"
-                )),
-                "{text}"
-            );
+            assert!(text.contains(&format!("{prefix}prompt_tokens_total{{model_name=\"tiny\"}} 7")), "{text}");
             assert!(text.contains(&format!("# HELP {prefix}e2e_request_latency_seconds ")));
         }
-        let types = text
-            .lines()
-            .filter(|line| line.starts_with("# TYPE"))
-            .count();
-        let helps = text
-            .lines()
-            .filter(|line| line.starts_with("# HELP"))
-            .count();
+        let types = text.lines().filter(|line| line.starts_with("# TYPE")).count();
+        let helps = text.lines().filter(|line| line.starts_with("# HELP")).count();
         assert_eq!(types, helps);
         assert_eq!(types, 30);
     }
@@ -270,10 +202,7 @@ mod tests {
     #[test]
     fn counters_follow_the_snapshot_without_double_counting() {
         let metrics = Metrics::new("m", false).unwrap();
-        let stats = EngineStats {
-            generation_tokens_total: 5,
-            ..EngineStats::default()
-        };
+        let stats = EngineStats { generation_tokens_total: 5, ..EngineStats::default() };
         metrics.render(&stats).unwrap();
         let text = metrics.render(&stats).unwrap();
         assert!(text.contains("sconce:generation_tokens_total{model_name=\"m\"} 5"));

@@ -69,10 +69,7 @@ fn event<T: Serialize>(chunk: &T) -> Event {
 }
 
 /// Runs the request to the end and answers with one JSON body.
-pub async fn collect<F: ResponseFormat>(
-    mut format: F,
-    mut deltas: DeltaStream,
-) -> Result<Response, ApiError> {
+pub async fn collect<F: ResponseFormat>(mut format: F, mut deltas: DeltaStream) -> Result<Response, ApiError> {
     for chunk in format.opening(deltas.choices()) {
         format.absorb(chunk);
     }

@@ -18,40 +18,42 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub fn settings(config: &Config) -> ServerSettings {
     ServerSettings {
-        max_request_body_bytes: usize::try_from(config.server.max_request_body_bytes.bytes())
-            .unwrap_or(usize::MAX),
+        max_request_body_bytes: usize::try_from(config.server.max_request_body_bytes.bytes()).unwrap_or(usize::MAX),
         vllm_compat_metrics: config.metrics.vllm_compat,
         model_aliases: vec![config.model.name.clone()],
     }
+}
+
+/// Serves the API on `listener` (with `TCP_NODELAY`, so small SSE chunks leave at once)
+/// until `close` resolves, then lets open connections finish.
+pub fn serve(
+    listener: TcpListener,
+    state: AppState,
+    close: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = std::io::Result<()>> + Send {
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, build_app(state)).with_graceful_shutdown(close).into_future()
 }
 
 /// Serves until `shutdown` resolves, then drains. Errors if the model fails to load.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state = AppState::new(settings(&config));
     let address = (config.server.host.as_str(), config.server.port);
-    let listener = TcpListener::bind(address).await.with_context(|| {
-        format!(
-            "cannot listen on {}:{}",
-            config.server.host, config.server.port
-        )
-    })?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let (close, closed) = tokio::sync::oneshot::channel::<()>();
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, build_app(state.clone())).with_graceful_shutdown(async {
+    let server = serve(listener, state.clone(), async {
         let _ = closed.await;
     });
-    let server = tokio::spawn(server.into_future());
+    let server = tokio::spawn(server);
     let outcome = load_then_wait(&config, &state, shutdown).await;
-    drain(
-        &state,
-        Duration::from_secs(config.server.drain_timeout_secs),
-    )
-    .await;
+    drain(&state, Duration::from_secs(config.server.drain_timeout_secs)).await;
     let _ = close.send(());
     if tokio::time::timeout(CLOSE_GRACE, server).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
@@ -63,11 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     outcome
 }
 
-async fn load_then_wait(
-    config: &Config,
-    state: &AppState,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     tracing::info!(model = %config.model.name, device = %config.model.device, "loading the model");
     let started = std::time::Instant::now();
@@ -92,18 +90,8 @@ async fn load_then_wait(
 /// Refuses new work (`/ready` turns 503) and waits for in-flight requests, up to `timeout`.
 pub async fn drain(state: &AppState, timeout: Duration) {
     state.begin_drain();
-    tracing::info!(
-        in_flight = state.in_flight(),
-        timeout_secs = timeout.as_secs(),
-        "draining"
-    );
-    if tokio::time::timeout(timeout, state.wait_idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            in_flight = state.in_flight(),
-            "drain timeout passed; stopping anyway"
-        );
+    tracing::info!(in_flight = state.in_flight(), timeout_secs = timeout.as_secs(), "draining");
+    if tokio::time::timeout(timeout, state.wait_idle()).await.is_err() {
+        tracing::warn!(in_flight = state.in_flight(), "drain timeout passed; stopping anyway");
     }
 }

@@ -21,11 +21,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self {
-            max_request_body_bytes: 8 << 20,
-            vllm_compat_metrics: false,
-            model_aliases: Vec::new(),
-        }
+        Self { max_request_body_bytes: 8 << 20, vllm_compat_metrics: false, model_aliases: Vec::new() }
     }
 }
 
@@ -58,9 +54,7 @@ impl AppState {
             idle: Notify::new(),
             started: unix_now(),
         };
-        Self {
-            shared: Arc::new(shared),
-        }
+        Self { shared: Arc::new(shared) }
     }
 
     /// Makes the model available; `/ready` turns 200. Only the first call counts.
@@ -108,8 +102,7 @@ impl AppState {
         if self.is_draining() {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
-        self.backend()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading"))
+        self.backend().ok_or_else(|| ApiError::unavailable("the model is still loading"))
     }
 
     /// Accepts `model` when absent or when it names the served model.
@@ -117,16 +110,7 @@ impl AppState {
         match model {
             None => Ok(()),
             Some(name) if name == backend.info().name => Ok(()),
-            Some(name)
-                if self
-                    .shared
-                    .settings
-                    .model_aliases
-                    .iter()
-                    .any(|alias| alias == name) =>
-            {
-                Ok(())
-            }
+            Some(name) if self.shared.settings.model_aliases.iter().any(|alias| alias == name) => Ok(()),
             Some(name) => Err(ApiError::model_not_found(name)),
         }
     }
@@ -134,9 +118,7 @@ impl AppState {
     /// Counts one generation request until the guard drops.
     pub fn track_request(&self) -> InFlightGuard {
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard {
-            shared: self.shared.clone(),
-        }
+        InFlightGuard { shared: self.shared.clone() }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -171,9 +153,7 @@ impl Drop for InFlightGuard {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]
@@ -192,10 +172,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         drop(guard);
-        tokio::time::timeout(Duration::from_secs(1), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
     }
 
     #[test]

@@ -7,16 +7,8 @@ use common::{chunks, user_messages, TestServer, MODEL};
 use serde_json::{json, Value};
 
 fn usage_counts(usage: &Value) -> (u64, u64, u64) {
-    let count = |key: &str| {
-        usage[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("usage lacks {key}: {usage}"))
-    };
-    (
-        count("prompt_tokens"),
-        count("completion_tokens"),
-        count("total_tokens"),
-    )
+    let count = |key: &str| usage[key].as_u64().unwrap_or_else(|| panic!("usage lacks {key}: {usage}"));
+    (count("prompt_tokens"), count("completion_tokens"), count("total_tokens"))
 }
 
 #[tokio::test]
@@ -37,12 +29,7 @@ async fn chat_completion_returns_the_message_and_exact_usage() {
     assert_eq!(choice["finish_reason"], "length");
     let prompt = server.prompt_tokens(&json!({"messages": messages})).await as u64;
     assert_eq!(usage_counts(&reply["usage"]), (prompt, 8, prompt + 8));
-    assert!(
-        reply["usage"]["prompt_tokens_details"]["cached_tokens"]
-            .as_u64()
-            .unwrap()
-            <= prompt
-    );
+    assert!(reply["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() <= prompt);
 }
 
 #[tokio::test]
@@ -67,27 +54,17 @@ async fn chat_stream_has_the_openai_chunk_shape_and_the_same_usage() {
     }
     let (last, body) = chunks.split_last().unwrap();
     assert_eq!(last["choices"], json!([]));
-    assert!(body
-        .iter()
-        .all(|chunk| chunk["usage"].is_null() && chunk.get("usage").is_some()));
+    assert!(body.iter().all(|chunk| chunk["usage"].is_null() && chunk.get("usage").is_some()));
     assert_eq!(usage_counts(&last["usage"]), usage_counts(&full["usage"]));
 
     let content_chunks: Vec<&Value> = body[1..].iter().collect();
     assert!(!content_chunks.is_empty() && content_chunks.len() <= 12);
     let (final_chunk, earlier) = content_chunks.split_last().unwrap();
     assert_eq!(final_chunk["choices"][0]["finish_reason"], "length");
-    assert!(earlier
-        .iter()
-        .all(|chunk| chunk["choices"][0]["finish_reason"].is_null()));
-    let text: String = content_chunks
-        .iter()
-        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(
-        text,
-        full["choices"][0]["message"]["content"].as_str().unwrap(),
-        "same seed, same text"
-    );
+    assert!(earlier.iter().all(|chunk| chunk["choices"][0]["finish_reason"].is_null()));
+    let text: String =
+        content_chunks.iter().filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, full["choices"][0]["message"]["content"].as_str().unwrap(), "same seed, same text");
 }
 
 #[tokio::test]
@@ -96,9 +73,7 @@ async fn stream_without_include_usage_has_no_usage_field() {
     let request = json!({"messages": user_messages("hi"), "max_tokens": 3, "stream": true});
     let chunks = chunks(&server.stream("/v1/chat/completions", &request).await);
     assert!(chunks.iter().all(|chunk| chunk.get("usage").is_none()));
-    assert!(chunks
-        .iter()
-        .all(|chunk| chunk["choices"].as_array().unwrap().len() == 1));
+    assert!(chunks.iter().all(|chunk| chunk["choices"].as_array().unwrap().len() == 1));
 }
 
 #[tokio::test]
@@ -116,12 +91,8 @@ async fn chat_with_n_choices_logprobs_and_content_parts() {
         assert_eq!(choice["index"], index);
         let tokens = choice["logprobs"]["content"].as_array().unwrap();
         assert_eq!(tokens.len(), 4);
-        assert!(tokens
-            .iter()
-            .all(|token| token["top_logprobs"].as_array().unwrap().len() == 2));
-        assert!(tokens
-            .iter()
-            .all(|token| token["logprob"].as_f64().unwrap() <= 0.0));
+        assert!(tokens.iter().all(|token| token["top_logprobs"].as_array().unwrap().len() == 2));
+        assert!(tokens.iter().all(|token| token["logprob"].as_f64().unwrap() <= 0.0));
     }
     assert_eq!(reply["usage"]["completion_tokens"], 8);
 }
@@ -135,9 +106,7 @@ async fn completions_stream_and_non_stream_agree() {
     assert_eq!(status, 200, "{full}");
     assert_eq!(full["object"], "text_completion");
     assert_eq!(full["choices"][0]["finish_reason"], "length");
-    let prompt = server
-        .prompt_tokens(&json!({"prompt": "Once upon a time"}))
-        .await as u64;
+    let prompt = server.prompt_tokens(&json!({"prompt": "Once upon a time"})).await as u64;
     assert_eq!(usage_counts(&full["usage"]), (prompt, 10, prompt + 10));
 
     let mut streamed = request.clone();
@@ -146,42 +115,23 @@ async fn completions_stream_and_non_stream_agree() {
     let chunks = chunks(&server.stream("/v1/completions", &streamed).await);
     let (last, body) = chunks.split_last().unwrap();
     assert_eq!(usage_counts(&last["usage"]), usage_counts(&full["usage"]));
-    assert!(body
-        .iter()
-        .all(|chunk| chunk["object"] == "text_completion" && chunk["id"] == last["id"]));
-    let text: String = body
-        .iter()
-        .map(|chunk| chunk["choices"][0]["text"].as_str().unwrap())
-        .collect();
+    assert!(body.iter().all(|chunk| chunk["object"] == "text_completion" && chunk["id"] == last["id"]));
+    let text: String = body.iter().map(|chunk| chunk["choices"][0]["text"].as_str().unwrap()).collect();
     assert_eq!(text, full["choices"][0]["text"].as_str().unwrap());
-    assert_eq!(
-        body.last().unwrap()["choices"][0]["finish_reason"],
-        "length"
-    );
+    assert_eq!(body.last().unwrap()["choices"][0]["finish_reason"], "length");
 }
 
 #[tokio::test]
 async fn completions_take_prompt_lists_and_token_ids() {
     let server = TestServer::start().await;
-    let request =
-        json!({"prompt": ["first prompt", "second"], "n": 2, "max_tokens": 3, "ignore_eos": true});
+    let request = json!({"prompt": ["first prompt", "second"], "n": 2, "max_tokens": 3, "ignore_eos": true});
     let (status, reply) = server.post_json("/v1/completions", &request).await;
     assert_eq!(status, 200, "{reply}");
-    let indexes: Vec<u64> = reply["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["index"].as_u64().unwrap())
-        .collect();
+    let indexes: Vec<u64> = reply["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
     assert_eq!(indexes, vec![0, 1, 2, 3]);
-    let first = server
-        .prompt_tokens(&json!({"prompt": "first prompt"}))
-        .await as u64;
+    let first = server.prompt_tokens(&json!({"prompt": "first prompt"})).await as u64;
     let second = server.prompt_tokens(&json!({"prompt": "second"})).await as u64;
-    assert_eq!(
-        usage_counts(&reply["usage"]),
-        (first + second, 12, first + second + 12)
-    );
+    assert_eq!(usage_counts(&reply["usage"]), (first + second, 12, first + second + 12));
 
     let request = json!({"prompt": [[5, 6, 7, 8], [9, 10]], "max_tokens": 2, "ignore_eos": true});
     let (status, reply) = server.post_json("/v1/completions", &request).await;
@@ -194,8 +144,7 @@ async fn completions_take_prompt_lists_and_token_ids() {
 async fn echo_with_logprobs_scores_the_prompt() {
     let server = TestServer::start().await;
     let prompt = "The capital of France is Paris";
-    let request =
-        json!({"prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 1, "temperature": 0});
+    let request = json!({"prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 1, "temperature": 0});
     let (status, reply) = server.post_json("/v1/completions", &request).await;
     assert_eq!(status, 200, "{reply}");
     let choice = &reply["choices"][0];
@@ -204,22 +153,12 @@ async fn echo_with_logprobs_scores_the_prompt() {
     let prompt_tokens = server.prompt_tokens(&json!({"prompt": prompt})).await;
     let token_logprobs = logprobs["token_logprobs"].as_array().unwrap();
     assert_eq!(token_logprobs.len(), prompt_tokens + 1);
-    assert_eq!(
-        logprobs["tokens"].as_array().unwrap().len(),
-        prompt_tokens + 1
-    );
+    assert_eq!(logprobs["tokens"].as_array().unwrap().len(), prompt_tokens + 1);
     assert!(token_logprobs[0].is_null() && logprobs["top_logprobs"][0].is_null());
-    assert!(token_logprobs[1..]
-        .iter()
-        .all(|value| value.as_f64().is_some_and(|lp| lp <= 0.0)));
+    assert!(token_logprobs[1..].iter().all(|value| value.as_f64().is_some_and(|lp| lp <= 0.0)));
     let top = logprobs["top_logprobs"][1].as_object().unwrap();
     assert!(!top.is_empty() && top.len() <= 2);
-    let offsets: Vec<u64> = logprobs["text_offset"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o.as_u64().unwrap())
-        .collect();
+    let offsets: Vec<u64> = logprobs["text_offset"].as_array().unwrap().iter().map(|o| o.as_u64().unwrap()).collect();
     assert!(offsets.windows(2).all(|pair| pair[0] <= pair[1]));
 }
 
@@ -235,22 +174,13 @@ async fn models_tokenize_and_detokenize() {
     assert_eq!((status, &card["id"]), (200, &json!(MODEL)));
     assert!(card["max_model_len"].as_u64().unwrap() > 0);
 
-    let (status, tokens) = server
-        .post_json(
-            "/tokenize",
-            &json!({"prompt": "hello world", "return_token_strs": true}),
-        )
-        .await;
+    let (status, tokens) =
+        server.post_json("/tokenize", &json!({"prompt": "hello world", "return_token_strs": true})).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["count"], tokens["tokens"].as_array().unwrap().len());
-    assert_eq!(
-        tokens["token_strs"].as_array().unwrap().len(),
-        tokens["count"].as_u64().unwrap() as usize
-    );
+    assert_eq!(tokens["token_strs"].as_array().unwrap().len(), tokens["count"].as_u64().unwrap() as usize);
     let ids = tokens["tokens"].clone();
-    let (status, text) = server
-        .post_json("/detokenize", &json!({"model": MODEL, "tokens": ids}))
-        .await;
+    let (status, text) = server.post_json("/detokenize", &json!({"model": MODEL, "tokens": ids})).await;
     assert_eq!(status, 200, "{text}");
     assert!(text["prompt"].as_str().unwrap().contains("hello world"));
 }
@@ -263,14 +193,21 @@ async fn probes_version_and_request_ids() {
     let (status, version) = server.get_json("/version").await;
     assert_eq!(status, 200);
     assert!(version["version"].is_string());
-    let response = server
-        .client
-        .get(server.url("/health"))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .unwrap();
+    let response = server.client.get(server.url("/health")).header("x-request-id", "trace-me-42").send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+}
+
+async fn poll_metrics(server: &TestServer, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let response = server.client.get(server.url("/metrics")).send().await.unwrap();
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        let text = response.text().await.unwrap();
+        if done(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -278,17 +215,9 @@ async fn metrics_expose_engine_series_with_help_and_model_label() {
     let server = TestServer::start_with(|config| config.metrics.vllm_compat = true).await;
     let request = json!({"prompt": "count me", "max_tokens": 5, "ignore_eos": true});
     assert_eq!(server.post_json("/v1/completions", &request).await.0, 200);
-    let response = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = response.text().await.unwrap();
+    // Engine counters come from its stats snapshot, refreshed just after the final token.
+    let counted = format!("sconce:generation_tokens_total{{model_name=\"{MODEL}\"}} 5");
+    let text = poll_metrics(&server, |text| text.contains(&counted)).await;
     for prefix in ["sconce", "vllm"] {
         for name in [
             "num_requests_running",
@@ -307,29 +236,16 @@ async fn metrics_expose_engine_series_with_help_and_model_label() {
             "request_prefill_time_seconds",
             "request_decode_time_seconds",
         ] {
-            assert!(
-                text.contains(&format!("# HELP {prefix}:{name} ")),
-                "no HELP for {prefix}:{name}"
-            );
+            assert!(text.contains(&format!("# HELP {prefix}:{name} ")), "no HELP for {prefix}:{name}");
         }
         let generated = format!("{prefix}:generation_tokens_total{{model_name=\"{MODEL}\"}} ");
-        let line = text
-            .lines()
-            .find(|line| line.starts_with(&generated))
-            .expect("generation counter");
-        assert!(
-            line[generated.len()..].parse::<f64>().unwrap() >= 5.0,
-            "{line}"
-        );
-        let success = format!(
-            "{prefix}:request_success_total{{finished_reason=\"length\",model_name=\"{MODEL}\"}} 1"
-        );
+        let line = text.lines().find(|line| line.starts_with(&generated)).expect("generation counter");
+        assert!(line[generated.len()..].parse::<f64>().unwrap() >= 5.0, "{line}");
+        let success = format!("{prefix}:request_success_total{{finished_reason=\"length\",model_name=\"{MODEL}\"}} 1");
         assert!(text.contains(&success), "{text}");
     }
     let samples = text.lines().filter(|line| !line.starts_with('#'));
-    assert!(samples
-        .clone()
-        .all(|line| line.contains(&format!("model_name=\"{MODEL}\""))));
+    assert!(samples.clone().all(|line| line.contains(&format!("model_name=\"{MODEL}\""))));
 }
 
 #[tokio::test]
@@ -350,15 +266,9 @@ async fn thirty_two_concurrent_streams_all_finish_with_correct_usage() {
     for (client, task) in tasks.into_iter().enumerate() {
         let chunks = task.await.unwrap();
         let usage = &chunks.last().unwrap()["usage"];
-        let prompt = server
-            .prompt_tokens(&json!({"prompt": prompt_of(client)}))
-            .await as u64;
+        let prompt = server.prompt_tokens(&json!({"prompt": prompt_of(client)})).await as u64;
         let generated = 6 + client as u64 % 5;
-        assert_eq!(
-            usage_counts(usage),
-            (prompt, generated, prompt + generated),
-            "client {client}"
-        );
+        assert_eq!(usage_counts(usage), (prompt, generated, prompt + generated), "client {client}");
     }
     assert_eq!(server.state.in_flight(), 0);
 }

@@ -28,11 +28,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-            extra: serde_json::Map::new(),
-        }
+        Self { role: role.into(), content: content.into(), extra: serde_json::Map::new() }
     }
 }
 
@@ -53,19 +49,10 @@ pub struct ChatTemplate {
 
 impl ChatTemplate {
     /// Compiles `source` once; the special tokens become template variables.
-    pub fn new(
-        source: &str,
-        bos_token: Option<String>,
-        eos_token: Option<String>,
-    ) -> Result<Self, TextError> {
+    pub fn new(source: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self, TextError> {
         let mut env = hf_environment();
-        env.add_template_owned(TEMPLATE_NAME, rewrite_generation_tags(source))
-            .map_err(template_error)?;
-        Ok(Self {
-            env,
-            bos_token,
-            eos_token,
-        })
+        env.add_template_owned(TEMPLATE_NAME, rewrite_generation_tags(source)).map_err(template_error)?;
+        Ok(Self { env, bos_token, eos_token })
     }
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n`).
@@ -80,11 +67,7 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`, optionally opening the assistant's turn.
-    pub fn render(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String, TextError> {
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TextError> {
         self.render_with_context(messages, add_generation_prompt, &serde_json::Map::new())
     }
 
@@ -97,15 +80,10 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TextError> {
-        let mut context: Vec<(String, Value)> = extra
-            .iter()
-            .map(|(key, value)| (key.clone(), Value::from_serialize(value)))
-            .collect();
+        let mut context: Vec<(String, Value)> =
+            extra.iter().map(|(key, value)| (key.clone(), Value::from_serialize(value))).collect();
         context.push(("messages".into(), Value::from_serialize(messages)));
-        context.push((
-            "add_generation_prompt".into(),
-            Value::from(add_generation_prompt),
-        ));
+        context.push(("add_generation_prompt".into(), Value::from(add_generation_prompt)));
         let tokens = [("bos_token", &self.bos_token), ("eos_token", &self.eos_token)];
         for (name, token) in tokens {
             if let Some(token) = token {
@@ -113,9 +91,7 @@ impl ChatTemplate {
             }
         }
         let template = self.env.get_template(TEMPLATE_NAME).map_err(template_error)?;
-        template
-            .render(Value::from_iter(context))
-            .map_err(template_error)
+        template.render(Value::from_iter(context)).map_err(template_error)
     }
 }
 
@@ -133,20 +109,15 @@ fn hf_environment() -> Environment<'static> {
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
-    Err(Error::new(ErrorKind::InvalidOperation, message.clone())
-        .with_source(RaisedException(message)))
+    Err(Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(RaisedException(message)))
 }
 
 /// Formats the local time with a Python/C `strftime` format.
 fn strftime_now(format: String) -> Result<String, Error> {
     use std::fmt::Write;
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("invalid strftime format {format:?}"),
-        )
-    })?;
+    write!(out, "{}", chrono::Local::now().format(&format))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("invalid strftime format {format:?}")))?;
     Ok(out)
 }
 

@@ -117,8 +117,6 @@ fn new_suffix(prefix: &str, full: &str) -> String {
     if let Some(rest) = full.strip_prefix(prefix) {
         return rest.to_string();
     }
-    let cut = (prefix.len()..=full.len())
-        .find(|&index| full.is_char_boundary(index))
-        .unwrap_or(full.len());
+    let cut = (prefix.len()..=full.len()).find(|&index| full.is_char_boundary(index)).unwrap_or(full.len());
     full[cut..].to_string()
 }

@@ -18,7 +18,8 @@ use crate::error::TextError;
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Qwen2 pre-tokenizer regex (single digits).
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Vocabulary parts read from a GGUF file's `tokenizer.ggml.*` metadata.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -95,10 +96,7 @@ impl PreTokenizerKind {
         };
         let parts: Vec<PreTokenizerWrapper> = match self {
             Self::Gpt2 => return Ok(byte_level.use_regex(true).into()),
-            Self::IndividualDigits => vec![
-                Digits::new(true).into(),
-                byte_level.use_regex(true).into(),
-            ],
+            Self::IndividualDigits => vec![Digits::new(true).into(), byte_level.use_regex(true).into()],
             Self::Llama3 => vec![split(LLAMA3_REGEX)?, byte_level.use_regex(false).into()],
             Self::Qwen2 => vec![split(QWEN2_REGEX)?, byte_level.use_regex(false).into()],
         };
@@ -152,9 +150,7 @@ fn build_bpe(v: &GgufVocab, kind: PreTokenizerKind) -> Result<BPE, TextError> {
     if let Some(unk) = v.unk_id.and_then(|id| v.tokens.get(id as usize)) {
         builder = builder.unk_token(unk.clone());
     }
-    builder
-        .build()
-        .map_err(|err| TextError::InvalidVocab(format!("BPE model: {err}")))
+    builder.build().map_err(|err| TextError::InvalidVocab(format!("BPE model: {err}")))
 }
 
 fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>, TextError> {
@@ -180,12 +176,7 @@ fn bos_template((text, id): (String, u32)) -> Result<TemplateProcessing, TextErr
     TemplateProcessing::builder()
         .try_single(vec![text.clone(), "$A".to_string()])
         .map_err(invalid)?
-        .try_pair(vec![
-            text.clone(),
-            "$A".to_string(),
-            text.clone(),
-            "$B:1".to_string(),
-        ])
+        .try_pair(vec![text.clone(), "$A".to_string(), text.clone(), "$B:1".to_string()])
         .map_err(invalid)?
         .special_tokens(vec![(text, id)])
         .build()
@@ -200,9 +191,7 @@ fn add_special_and_user_tokens(tokenizer: &mut tokenizers::Tokenizer, v: &GgufVo
     for (token, code) in v.tokens.iter().zip(&v.token_types) {
         match GgufTokenType::from_code(*code) {
             Some(GgufTokenType::Control) => special.push(AddedToken::from(token.clone(), true)),
-            Some(GgufTokenType::UserDefined) => {
-                user_defined.push(AddedToken::from(token.clone(), false))
-            }
+            Some(GgufTokenType::UserDefined) => user_defined.push(AddedToken::from(token.clone(), false)),
             _ => {}
         }
     }

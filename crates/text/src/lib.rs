@@ -12,6 +12,6 @@ mod tokenizer;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use detokenizer::IncrementalDetokenizer;
 pub use error::TextError;
-pub use gguf_vocab::{GgufVocab, GgufTokenType};
+pub use gguf_vocab::{GgufTokenType, GgufVocab};
 pub use stop::{StopMatcher, StopOutput};
 pub use tokenizer::Tokenizer;

@@ -27,12 +27,7 @@ impl StopMatcher {
     /// Empty stop strings are ignored.
     pub fn new(stops: Vec<String>, include_stop_str: bool) -> Self {
         let stops = stops.into_iter().filter(|stop| !stop.is_empty()).collect();
-        Self {
-            stops,
-            include_stop_str,
-            held: String::new(),
-            stopped: false,
-        }
+        Self { stops, include_stop_str, held: String::new(), stopped: false }
     }
 
     /// Whether there is no stop string to look for.
@@ -48,10 +43,7 @@ impl StopMatcher {
     /// Feeds a piece; after a stop, further pieces are ignored.
     pub fn push(&mut self, piece: &str) -> StopOutput {
         if self.stopped {
-            return StopOutput {
-                text: String::new(),
-                stopped: true,
-            };
+            return StopOutput { text: String::new(), stopped: true };
         }
         self.held.push_str(piece);
         if let Some((start, end)) = self.first_completed_stop() {
@@ -59,17 +51,11 @@ impl StopMatcher {
             let cut = if self.include_stop_str { end } else { start };
             let mut text = std::mem::take(&mut self.held);
             text.truncate(cut);
-            return StopOutput {
-                text,
-                stopped: true,
-            };
+            return StopOutput { text, stopped: true };
         }
         let keep = self.held.len() - self.partial_stop_len();
         let rest = self.held.split_off(keep);
-        StopOutput {
-            text: std::mem::replace(&mut self.held, rest),
-            stopped: false,
-        }
+        StopOutput { text: std::mem::replace(&mut self.held, rest), stopped: false }
     }
 
     /// Releases the held-back text at the end of a stream without a stop.

@@ -31,12 +31,7 @@ impl JsonStyle {
         let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
         // ensure_ascii is accepted; output is never ASCII-escaped.
         let _ = kwargs.get::<Option<bool>>("ensure_ascii")?;
-        Ok(Self {
-            indent,
-            item_separator,
-            key_separator,
-            sort_keys,
-        })
+        Ok(Self { indent, item_separator, key_separator, sort_keys })
     }
 }
 

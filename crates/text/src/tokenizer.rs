@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
+use tokenizers::PostProcessor;
+
 use crate::error::TextError;
 use crate::gguf_vocab::{build_gguf_tokenizer, GgufVocab};
 
@@ -15,6 +17,7 @@ pub struct Tokenizer {
     special_ids: HashSet<u32>,
     vocab_size: usize,
     bos: Option<(String, u32)>,
+    add_bos_by_default: bool,
 }
 
 impl fmt::Debug for Tokenizer {
@@ -23,6 +26,7 @@ impl fmt::Debug for Tokenizer {
             .field("vocab_size", &self.vocab_size)
             .field("special_tokens", &self.special_ids.len())
             .field("bos", &self.bos)
+            .field("add_bos_by_default", &self.add_bos_by_default)
             .finish()
     }
 }
@@ -42,9 +46,8 @@ impl Tokenizer {
     pub fn from_gguf_vocab(vocab: &GgufVocab) -> Result<Self, TextError> {
         let inner = build_gguf_tokenizer(vocab)?;
         let mut tokenizer = Self::from_inner(inner, vocab.tokens.len());
-        tokenizer.bos = vocab
-            .bos_id
-            .and_then(|id| Some((vocab.tokens.get(id as usize)?.clone(), id)));
+        tokenizer.add_bos_by_default = vocab.add_bos;
+        tokenizer.bos = vocab.bos_id.and_then(|id| Some((vocab.tokens.get(id as usize)?.clone(), id)));
         Ok(tokenizer)
     }
 
@@ -55,36 +58,23 @@ impl Tokenizer {
 
     fn from_inner(inner: tokenizers::Tokenizer, min_vocab_size: usize) -> Self {
         let added = inner.get_added_tokens_decoder();
-        let special_ids = added
-            .iter()
-            .filter(|(_, token)| token.special)
-            .map(|(id, _)| *id)
-            .collect();
+        let special_ids = added.iter().filter(|(_, token)| token.special).map(|(id, _)| *id).collect();
         let max_id = inner.get_vocab(true).values().copied().max();
         let vocab_size = max_id.map_or(0, |id| id as usize + 1).max(min_vocab_size);
-        Self {
-            inner,
-            special_ids,
-            vocab_size,
-            bos: None,
-        }
+        let add_bos_by_default = inner.get_post_processor().is_some_and(|post| post.added_tokens(false) > 0);
+        Self { inner, special_ids, vocab_size, bos: None, add_bos_by_default }
     }
 
     /// Encodes text. `add_special_tokens` runs the post-processor (e.g. BOS);
     /// special tokens written in the text are always recognised.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TextError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(TextError::tokenizer)?;
+        let encoding = self.inner.encode_fast(text, add_special_tokens).map_err(TextError::tokenizer)?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Decodes ids to text; unknown ids are ignored.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TextError> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(TextError::tokenizer)
+        self.inner.decode(ids, skip_special_tokens).map_err(TextError::tokenizer)
     }
 
     /// Number of ids, added tokens included (highest id + 1).
@@ -112,6 +102,17 @@ impl Tokenizer {
 
     pub fn bos(&self) -> Option<(&str, u32)> {
         self.bos.as_ref().map(|(text, id)| (text.as_str(), *id))
+    }
+
+    /// Whether prompts of this model start with BOS: the GGUF `add_bos`
+    /// flag, or for `tokenizer.json` whether its post-processor adds tokens.
+    /// Override it from `tokenizer_config.json`'s `add_bos_token`.
+    pub fn add_bos_by_default(&self) -> bool {
+        self.add_bos_by_default
+    }
+
+    pub fn set_add_bos_by_default(&mut self, add_bos: bool) {
+        self.add_bos_by_default = add_bos;
     }
 
     /// Encodes a prompt, adding BOS only when requested and never twice.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 mod common;
 
 use common::*;
@@ -82,7 +83,7 @@ fn vocabulary_lookups() {
 #[test]
 fn multibyte_text_round_trips() {
     let tok = tokenizer("qwen2");
-    let text = "héllo 世界 😀\n\tend";
+    let text = "héyo 世界 😀\n\tend";
     let ids = tok.encode(text, false).unwrap();
     assert_eq!(ids.len(), text.len(), "no merges apply, so one id per byte");
     assert_eq!(tok.decode(&ids, false).unwrap(), text);
@@ -104,6 +105,8 @@ fn gguf_add_bos_sets_post_processor_without_doubling_in_prompts() {
     let mut vocab = vocab("smollm");
     vocab.add_bos = true;
     let tok = Tokenizer::from_gguf_vocab(&vocab).unwrap();
+    assert!(tok.add_bos_by_default());
+    assert!(!tokenizer("smollm").add_bos_by_default());
     let hello = merged_id("Hello");
     assert_eq!(tok.encode("Hello", true).unwrap(), vec![BEGIN_OF_TEXT, hello]);
     assert_eq!(tok.encode("Hello", false).unwrap(), vec![hello]);
@@ -134,10 +137,7 @@ fn set_bos_overrides_gguf_bos() {
 
 #[test]
 fn sentencepiece_vocab_is_rejected_clearly() {
-    let vocab = GgufVocab {
-        model: "llama".into(),
-        ..vocab("default")
-    };
+    let vocab = GgufVocab { model: "llama".into(), ..vocab("default") };
     match Tokenizer::from_gguf_vocab(&vocab) {
         Err(TextError::InvalidVocab(message)) => assert!(message.contains("\"llama\""), "{message}"),
         other => panic!("expected InvalidVocab, got {other:?}"),
@@ -152,10 +152,7 @@ fn malformed_vocabularies_are_rejected() {
     bad_merge.merges.push("nospace".into());
     let mut unknown_merge = vocab("smollm");
     unknown_merge.merges.push("Hello zzz".into());
-    let empty = GgufVocab {
-        tokens: vec![],
-        ..vocab("smollm")
-    };
+    let empty = GgufVocab { tokens: vec![], ..vocab("smollm") };
     for vocab in [short_types, bad_merge, unknown_merge, empty] {
         let result = Tokenizer::from_gguf_vocab(&vocab);
         assert!(matches!(result, Err(TextError::InvalidVocab(_))), "{result:?}");
@@ -189,4 +186,26 @@ fn from_file_reports_bad_json_as_tokenizer_error() {
     std::fs::write(&path, "{ not json").unwrap();
     let result = Tokenizer::from_file(&path);
     assert!(matches!(result, Err(TextError::Tokenizer(_))), "{result:?}");
+}
+
+#[test]
+fn from_file_detects_bos_post_processor() {
+    let mut vocab = vocab("smollm");
+    vocab.add_bos = true;
+    let built = Tokenizer::from_gguf_vocab(&vocab).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    built.inner().save(&path, false).unwrap();
+    let mut loaded = Tokenizer::from_file(&path).unwrap();
+    assert!(loaded.add_bos_by_default());
+    assert_eq!(loaded.encode("Hello", true).unwrap(), vec![BEGIN_OF_TEXT, merged_id("Hello")]);
+    loaded.set_add_bos_by_default(false);
+    assert!(!loaded.add_bos_by_default());
+}
+
+#[test]
+fn unknown_ids_decode_to_nothing() {
+    let tok = tokenizer("smollm");
+    let ids = [merged_id("Hello"), 1_000_000, byte_id(b'!')];
+    assert_eq!(tok.decode(&ids, false).unwrap(), "Hello!");
 }

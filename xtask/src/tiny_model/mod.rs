@@ -37,15 +37,7 @@ pub struct Dims {
 impl Dims {
     /// The fixed tiny shape, with the tokenizer's vocab size.
     pub fn tiny(vocab: usize) -> Self {
-        Dims {
-            hidden: 64,
-            intermediate: 128,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 16,
-            vocab,
-        }
+        Dims { hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2, head_dim: 16, vocab }
     }
 }
 
@@ -99,10 +91,7 @@ pub fn generate(out: &Path, seed: u64) -> Result<Dims> {
     let dims = Dims::tiny(tok.get_vocab_size(true));
     write_json(&out.join("config.json"), &config_json(&dims))?;
     write_json(&out.join("tokenizer_config.json"), &tokenizer_config_json())?;
-    write_json(
-        &out.join("generation_config.json"),
-        &generation_config_json(),
-    )?;
+    write_json(&out.join("generation_config.json"), &generation_config_json())?;
     weights::write(&dims, seed, &out.join("model.safetensors"))?;
     Ok(dims)
 }

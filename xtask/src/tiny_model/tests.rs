@@ -9,13 +9,8 @@ use tokenizers::Tokenizer;
 
 use super::*;
 
-const FILES: [&str; 5] = [
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-];
+const FILES: [&str; 5] =
+    ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
@@ -41,10 +36,7 @@ fn generated(tag: &str, seed: u64) -> Scratch {
 }
 
 fn read_all(dir: &Path) -> BTreeMap<&'static str, Vec<u8>> {
-    FILES
-        .iter()
-        .map(|f| (*f, fs::read(dir.join(f)).unwrap()))
-        .collect()
+    FILES.iter().map(|f| (*f, fs::read(dir.join(f)).unwrap())).collect()
 }
 
 fn read_json(path: &Path) -> Value {
@@ -70,16 +62,8 @@ fn total_size_under_one_megabyte() {
 /// Expected HF shapes, derived from `config.json` alone.
 fn shapes_from_config(cfg: &Value) -> BTreeMap<String, Vec<usize>> {
     let get = |k: &str| cfg[k].as_u64().unwrap() as usize;
-    let (h, m, v, hd) = (
-        get("hidden_size"),
-        get("intermediate_size"),
-        get("vocab_size"),
-        get("head_dim"),
-    );
-    let (q, kv) = (
-        get("num_attention_heads") * hd,
-        get("num_key_value_heads") * hd,
-    );
+    let (h, m, v, hd) = (get("hidden_size"), get("intermediate_size"), get("vocab_size"), get("head_dim"));
+    let (q, kv) = (get("num_attention_heads") * hd, get("num_key_value_heads") * hd);
     let mut s = BTreeMap::new();
     s.insert("model.embed_tokens.weight".to_string(), vec![v, h]);
     s.insert("model.norm.weight".to_string(), vec![h]);
@@ -103,19 +87,12 @@ fn shapes_from_config(cfg: &Value) -> BTreeMap<String, Vec<usize>> {
 fn config_matches_tensor_shapes() {
     let dir = generated("shapes", DEFAULT_SEED);
     let cfg = read_json(&dir.0.join("config.json"));
-    let tensors =
-        candle_core::safetensors::load(dir.0.join("model.safetensors"), &Device::Cpu).unwrap();
-    let actual: BTreeMap<String, Vec<usize>> = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
-        .collect();
+    let tensors = candle_core::safetensors::load(dir.0.join("model.safetensors"), &Device::Cpu).unwrap();
+    let actual: BTreeMap<String, Vec<usize>> = tensors.iter().map(|(k, t)| (k.clone(), t.dims().to_vec())).collect();
     assert_eq!(actual, shapes_from_config(&cfg));
     assert!(tensors.values().all(|t| t.dtype() == DType::F32));
     let tok = Tokenizer::from_file(dir.0.join("tokenizer.json")).unwrap();
-    assert_eq!(
-        cfg["vocab_size"].as_u64().unwrap() as usize,
-        tok.get_vocab_size(true)
-    );
+    assert_eq!(cfg["vocab_size"].as_u64().unwrap() as usize, tok.get_vocab_size(true));
 }
 
 #[test]
@@ -126,9 +103,7 @@ fn saved_tokenizer_round_trips_and_has_specials() {
     for (id, name) in tokenizer::SPECIAL_TOKENS.iter().enumerate() {
         assert_eq!(tok.token_to_id(name), Some(id as u32));
     }
-    let enc = tok
-        .encode("<|im_start|>user\nthe world<|im_end|>", false)
-        .unwrap();
+    let enc = tok.encode("<|im_start|>user\nthe world<|im_end|>", false).unwrap();
     assert_eq!(enc.get_ids()[0], 1);
     assert_eq!(*enc.get_ids().last().unwrap(), 2);
     // Merges fire: " the" is one token.
@@ -157,15 +132,10 @@ fn side_configs_agree() {
 /// The committed fixture must be what the generator produces for seed 42.
 #[test]
 fn committed_fixture_is_up_to_date() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(DEFAULT_OUT);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_OUT);
     let dir = generated("fixture", DEFAULT_SEED);
     let fresh = read_all(&dir.0);
     for (name, bytes) in read_all(&root) {
-        assert!(
-            fresh[name] == bytes,
-            "{name} is stale: rerun `cargo run -p xtask -- gen-tiny-model`"
-        );
+        assert!(fresh[name] == bytes, "{name} is stale: rerun `cargo run -p xtask -- gen-tiny-model`");
     }
 }

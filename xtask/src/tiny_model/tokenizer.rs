@@ -59,10 +59,7 @@ fn build_vocab(merges: &[(String, String)]) -> Result<HashMap<String, u32>> {
         ensure!(vocab.insert(tok.clone(), id).is_none(), "duplicate {tok:?}");
     }
     for (a, b) in merges {
-        ensure!(
-            vocab.contains_key(a) && vocab.contains_key(b),
-            "merge {a} {b}: unknown part"
-        );
+        ensure!(vocab.contains_key(a) && vocab.contains_key(b), "merge {a} {b}: unknown part");
         let id = u32::try_from(vocab.len())?;
         let tok = format!("{a}{b}");
         ensure!(vocab.insert(tok.clone(), id).is_none(), "duplicate {tok:?}");
@@ -81,10 +78,7 @@ pub fn build() -> Result<Tokenizer> {
     let mut tok = Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
     tok.with_decoder(Some(ByteLevel::default()));
-    let specials: Vec<_> = SPECIAL_TOKENS
-        .iter()
-        .map(|s| AddedToken::from(*s, true))
-        .collect();
+    let specials: Vec<_> = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
     tok.add_special_tokens(&specials);
     Ok(tok)
 }
@@ -92,12 +86,8 @@ pub fn build() -> Result<Tokenizer> {
 /// Fails unless every sample decodes back to itself.
 pub fn check_round_trip(tok: &Tokenizer) -> Result<()> {
     for text in ROUND_TRIP_SAMPLES {
-        let enc = tok
-            .encode(text, false)
-            .map_err(|e| anyhow!("encode: {e}"))?;
-        let back = tok
-            .decode(enc.get_ids(), false)
-            .map_err(|e| anyhow!("decode: {e}"))?;
+        let enc = tok.encode(text, false).map_err(|e| anyhow!("encode: {e}"))?;
+        let back = tok.decode(enc.get_ids(), false).map_err(|e| anyhow!("decode: {e}"))?;
         if back != text {
             bail!("round trip failed: {text:?} -> {back:?}");
         }
@@ -108,12 +98,8 @@ pub fn check_round_trip(tok: &Tokenizer) -> Result<()> {
 /// Checks the special-token ids, then writes `tokenizer.json`.
 pub fn write(tok: &Tokenizer, path: &Path) -> Result<()> {
     for (id, name) in SPECIAL_TOKENS.iter().enumerate() {
-        ensure!(
-            tok.token_to_id(name) == Some(u32::try_from(id)?),
-            "{name} id"
-        );
+        ensure!(tok.token_to_id(name) == Some(u32::try_from(id)?), "{name} id");
     }
     check_round_trip(tok)?;
-    tok.save(path, false)
-        .map_err(|e| anyhow!("saving {}: {e}", path.display()))
+    tok.save(path, false).map_err(|e| anyhow!("saving {}: {e}", path.display()))
 }

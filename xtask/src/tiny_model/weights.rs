@@ -24,18 +24,9 @@ struct Init {
     std: f32,
 }
 
-const PROJ: Init = Init {
-    mean: 0.0,
-    std: PROJ_STD,
-};
-const EMBED: Init = Init {
-    mean: 0.0,
-    std: EMBED_STD,
-};
-const NORM: Init = Init {
-    mean: 1.0,
-    std: NORM_NOISE,
-};
+const PROJ: Init = Init { mean: 0.0, std: PROJ_STD };
+const EMBED: Init = Init { mean: 0.0, std: EMBED_STD };
+const NORM: Init = Init { mean: 1.0, std: NORM_NOISE };
 
 /// One tensor: HF name, shape and init.
 pub struct Spec {
@@ -84,9 +75,7 @@ fn std_normal(rng: &mut ChaCha8Rng) -> f32 {
 
 fn sample(rng: &mut ChaCha8Rng, s: &Spec) -> Result<Tensor> {
     let n = s.shape.iter().product();
-    let data: Vec<f32> = (0..n)
-        .map(|_| s.init.mean + s.init.std * std_normal(rng))
-        .collect();
+    let data: Vec<f32> = (0..n).map(|_| s.init.mean + s.init.std * std_normal(rng)).collect();
     Ok(Tensor::from_vec(data, s.shape.as_slice(), &Device::Cpu)?)
 }
 

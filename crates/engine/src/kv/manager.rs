@@ -89,7 +89,8 @@ impl KvCacheManager {
         let full = tokens.len() / self.block_size;
         while table.hashes.len() < full {
             let i = table.hashes.len();
-            let hash = hash_block(table.hashes.last().copied(), &tokens[i * self.block_size..(i + 1) * self.block_size]);
+            let hash =
+                hash_block(table.hashes.last().copied(), &tokens[i * self.block_size..(i + 1) * self.block_size]);
             self.pool.register(table.blocks[i], hash);
             table.hashes.push(hash);
         }

@@ -20,12 +20,7 @@ pub(super) struct Filters {
 
 impl Filters {
     pub(super) fn from_params(p: &SamplingParams) -> Self {
-        Self {
-            inv_temp: 1.0 / p.temperature,
-            top_k: p.top_k,
-            top_p: p.top_p,
-            min_p: p.min_p,
-        }
+        Self { inv_temp: 1.0 / p.temperature, top_k: p.top_k, top_p: p.top_p, min_p: p.min_p }
     }
 
     pub(super) fn top_p_on(&self) -> bool {
@@ -45,12 +40,7 @@ pub(super) fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// Samples one token with the uniform `u` in `[0, 1)`. `logits` may be overwritten.
-pub(super) fn sample(
-    logits: &mut [f32],
-    f: &Filters,
-    u: f64,
-    scratch: &mut Vec<(f32, u32)>,
-) -> u32 {
+pub(super) fn sample(logits: &mut [f32], f: &Filters, u: f64, scratch: &mut Vec<(f32, u32)>) -> u32 {
     if f.top_k > 0 && f.top_k < logits.len() {
         sample_top_k(logits, f, u, scratch)
     } else {

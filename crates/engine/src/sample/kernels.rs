@@ -14,10 +14,7 @@ pub(super) fn max_of(values: &[f32]) -> f32 {
             *l = if x > *l { x } else { *l };
         }
     }
-    lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// Whether `pred` holds for any value; evaluates all of them (no early exit), so it vectorizes.

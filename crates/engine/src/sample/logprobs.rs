@@ -12,26 +12,12 @@ pub fn logprobs_of(logits: &[f32], token: u32, top_k: usize) -> TokenLogprob {
 }
 
 /// [`logprobs_of`] with a caller-provided selection buffer.
-pub(super) fn logprobs_with(
-    logits: &[f32],
-    token: u32,
-    top_k: usize,
-    scratch: &mut Vec<(f32, u32)>,
-) -> TokenLogprob {
+pub(super) fn logprobs_with(logits: &[f32], token: u32, top_k: usize, scratch: &mut Vec<(f32, u32)>) -> TokenLogprob {
     let lse = log_sum_exp(logits);
-    let logprob = logits
-        .get(token as usize)
-        .map_or(f32::NEG_INFINITY, |&x| log_prob(x, lse));
+    let logprob = logits.get(token as usize).map_or(f32::NEG_INFINITY, |&x| log_prob(x, lse));
     top_k_into(logits, top_k, scratch);
-    let top = scratch
-        .iter()
-        .map(|&(x, id)| (id, log_prob(x, lse)))
-        .collect();
-    TokenLogprob {
-        token_id: token,
-        logprob,
-        top,
-    }
+    let top = scratch.iter().map(|&(x, id)| (id, log_prob(x, lse))).collect();
+    TokenLogprob { token_id: token, logprob, top }
 }
 
 fn log_prob(x: f32, lse: f32) -> f32 {

@@ -98,14 +98,9 @@ impl SequenceSampler {
             self.raw.extend_from_slice(logits);
         }
         self.process(logits, num_generated, eos_ids);
-        let token = if self.greedy {
-            dist::argmax(logits)
-        } else {
-            dist::sample(logits, &self.filters, u, &mut self.pairs)
-        };
-        let logprob = self
-            .logprobs
-            .map(|k| logprobs::logprobs_with(&self.raw, token, k, &mut self.pairs));
+        let token =
+            if self.greedy { dist::argmax(logits) } else { dist::sample(logits, &self.filters, u, &mut self.pairs) };
+        let logprob = self.logprobs.map(|k| logprobs::logprobs_with(&self.raw, token, k, &mut self.pairs));
         Sampled { token, logprob }
     }
 
@@ -123,11 +118,7 @@ impl SequenceSampler {
 fn apply_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
     for &(id, b) in bias {
         if let Some(x) = logits.get_mut(id as usize) {
-            *x = if b <= BAN_BIAS {
-                f32::NEG_INFINITY
-            } else {
-                *x + b
-            };
+            *x = if b <= BAN_BIAS { f32::NEG_INFINITY } else { *x + b };
         }
     }
 }

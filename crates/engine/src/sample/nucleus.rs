@@ -14,12 +14,7 @@ use super::topk::rank_cmp;
 /// Radix levels of the nucleus search: 8-bit digits of the (positive, hence monotone) f32 bits.
 const DIGIT_SHIFTS: [u32; 3] = [23, 15, 7];
 
-pub(super) fn sample_full(
-    logits: &mut [f32],
-    f: &Filters,
-    u: f64,
-    list: &mut Vec<(f32, u32)>,
-) -> u32 {
+pub(super) fn sample_full(logits: &mut [f32], f: &Filters, u: f64, list: &mut Vec<(f32, u32)>) -> u32 {
     let m = max_of(logits);
     if !m.is_finite() {
         return argmax(logits);
@@ -44,12 +39,7 @@ pub(super) fn sample_full(
 }
 
 /// Fills `list` with the top-p nucleus of `weights` (whose sum is `total`).
-pub(super) fn top_p_candidates(
-    weights: &[f32],
-    total: f64,
-    top_p: f32,
-    list: &mut Vec<(f32, u32)>,
-) {
+pub(super) fn top_p_candidates(weights: &[f32], total: f64, top_p: f32, list: &mut Vec<(f32, u32)>) {
     let tail_bound = (1.0 - f64::from(top_p).max(0.0)) * total / weights.len() as f64;
     // Slightly lower, so that f32 rounding cannot exclude a nucleus token.
     collect_at_least(weights, (tail_bound * 0.999) as f32, list);
@@ -122,11 +112,7 @@ fn split_at_crossing(seg: &mut [(f32, u32)], shift: u32, target: f64) -> Option<
     let d = crossing?;
     let above = move_to_front(seg, |w| digit(w, shift) > d);
     let bucket = move_to_front(&mut seg[above..], |w| digit(w, shift) == d);
-    Some(Split {
-        above,
-        above_mass,
-        bucket,
-    })
+    Some(Split { above, above_mass, bucket })
 }
 
 /// Collects the positive weights ≥ `floor` as `(weight, id)`: chunks without any are skipped by
@@ -172,10 +158,7 @@ pub(super) fn draw_in_place(weights: &[f32], total: f64, u: f64) -> u32 {
         }
         cum += s;
     }
-    weights
-        .iter()
-        .rposition(|&w| w > 0.0)
-        .map_or(0, |i| i as u32)
+    weights.iter().rposition(|&w| w > 0.0).map_or(0, |i| i as u32)
 }
 
 /// Index of the first weight at which the running sum exceeds `target` (else the last positive).

@@ -19,9 +19,7 @@ fn params(edit: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
 /// Roughly normal logits (sum of uniforms) with standard deviation `std`.
 fn random_logits(vocab: usize, std: f32, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..vocab)
-        .map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * std * 1.732)
-        .collect()
+    (0..vocab).map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * std * 1.732).collect()
 }
 
 fn naive_argmax(x: &[f32]) -> u32 {
@@ -36,10 +34,7 @@ fn naive_argmax(x: &[f32]) -> u32 {
 
 fn softmax(x: &[f32], temperature: f32) -> Vec<f64> {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let e: Vec<f64> = x
-        .iter()
-        .map(|&v| ((v as f64 - m) / temperature as f64).exp())
-        .collect();
+    let e: Vec<f64> = x.iter().map(|&v| ((v as f64 - m) / temperature as f64).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|v| v / s).collect()
 }
@@ -58,9 +53,7 @@ fn histogram(p: &SamplingParams, logits: &[f32], n: usize, seed: u64) -> Vec<usi
 
 fn draw_seq(p: &SamplingParams, logits: &[f32], n: usize, seed: u64) -> Vec<u32> {
     let mut s = SequenceSampler::new(p, Some(seed), &[]);
-    (0..n)
-        .map(|_| s.sample(&mut logits.to_vec(), 0, &[]).token)
-        .collect()
+    (0..n).map(|_| s.sample(&mut logits.to_vec(), 0, &[]).token).collect()
 }
 
 fn ln_probs(p: &[f32]) -> Vec<f32> {
@@ -79,10 +72,7 @@ fn greedy_is_argmax_with_lowest_id_on_ties() {
     for seed in 0..20 {
         let logits = random_logits(1000, 3.0, seed);
         let mut s = SequenceSampler::new(&p, Some(seed), &[]);
-        assert_eq!(
-            s.sample(&mut logits.clone(), 0, &[]).token,
-            naive_argmax(&logits)
-        );
+        assert_eq!(s.sample(&mut logits.clone(), 0, &[]).token, naive_argmax(&logits));
     }
     let mut s = SequenceSampler::new(&p, None, &[]);
     assert_eq!(s.sample(&mut [1.0, 3.0, 3.0, 2.0], 0, &[]).token, 1);
@@ -104,11 +94,7 @@ fn top_k_one_is_greedy_at_any_temperature() {
 #[test]
 fn seeded_runs_repeat_and_seeds_differ() {
     let logits = random_logits(1000, 1.0, 3);
-    for p in [
-        params(|_| {}),
-        params(|p| p.top_p = 0.9),
-        params(|p| p.top_k = 50),
-    ] {
+    for p in [params(|_| {}), params(|p| p.top_p = 0.9), params(|p| p.top_k = 50)] {
         let a = draw_seq(&p, &logits, 300, 42);
         assert_eq!(a, draw_seq(&p, &logits, 300, 42));
         assert_ne!(a, draw_seq(&p, &logits, 300, 43));
@@ -189,17 +175,10 @@ fn top_p_on_large_vocab_stays_in_naive_nucleus() {
         p.temperature = 0.7;
     });
     let nucleus = naive_nucleus(&logits, 1.0 / 0.7, 0.3);
-    assert!(
-        nucleus.len() > 10 && nucleus.len() < 2000,
-        "{}",
-        nucleus.len()
-    );
+    assert!(nucleus.len() > 10 && nucleus.len() < 2000, "{}", nucleus.len());
     let counts = histogram(&p, &logits, 20_000, 14);
     for (id, &c) in counts.iter().enumerate() {
-        assert!(
-            c == 0 || nucleus.contains(&(id as u32)),
-            "token {id} sampled"
-        );
+        assert!(c == 0 || nucleus.contains(&(id as u32)), "token {id} sampled");
     }
 }
 
@@ -222,17 +201,11 @@ fn repetition_penalty_formula() {
     let p = params(|p| p.repetition_penalty = 2.0);
     let mut s = SequenceSampler::new(&p, Some(0), &[1, 2, 2]);
     let logits = [1.0, 2.0, -2.0, 3.0, 0.5, 0.0];
-    assert_eq!(
-        processed(&s, &logits, 0, &[]),
-        [1.0, 1.0, -4.0, 3.0, 0.5, 0.0]
-    );
+    assert_eq!(processed(&s, &logits, 0, &[]), [1.0, 1.0, -4.0, 3.0, 0.5, 0.0]);
     s.record(4);
     s.record(4);
     s.record(5);
-    assert_eq!(
-        processed(&s, &logits, 3, &[]),
-        [1.0, 1.0, -4.0, 3.0, 0.25, 0.0]
-    );
+    assert_eq!(processed(&s, &logits, 3, &[]), [1.0, 1.0, -4.0, 3.0, 0.25, 0.0]);
 }
 
 #[test]
@@ -315,11 +288,7 @@ fn check_logprobs(logits: &[f32], token: u32, k: usize) {
     assert_eq!(got.token_id, token);
     assert!((got.logprob as f64 - want[token as usize]).abs() < 1e-4);
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    order.sort_by(|&a, &b| {
-        want[b as usize]
-            .total_cmp(&want[a as usize])
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| want[b as usize].total_cmp(&want[a as usize]).then(a.cmp(&b)));
     assert_eq!(got.top.len(), k.min(logits.len()));
     for (&(id, lp), &want_id) in got.top.iter().zip(&order) {
         assert_eq!(id, want_id);
@@ -403,10 +372,7 @@ fn exp_neg_matches_std_exp() {
     let mut x = 0.0f32;
     while x > -87.0 {
         let (got, want) = (exp_neg(x), (x as f64).exp());
-        assert!(
-            ((got as f64 - want) / want).abs() < 3e-7,
-            "{x}: {got} vs {want}"
-        );
+        assert!(((got as f64 - want) / want).abs() < 3e-7, "{x}: {got} vs {want}");
         x -= 0.001_37;
     }
     assert_eq!(exp_neg(0.0), 1.0);
@@ -555,25 +521,13 @@ fn timing_vocab_49152() {
     }
     let iters = if cfg!(debug_assertions) { 20 } else { 1000 };
     for (name, p) in [
-        (
-            "top_p 0.9 temp 0.7",
-            params(|p| (p.top_p, p.temperature) = (0.9, 0.7)),
-        ),
+        ("top_p 0.9 temp 0.7", params(|p| (p.top_p, p.temperature) = (0.9, 0.7))),
         ("temp 1.0 (full)", params(|_| {})),
         ("min_p 0.05", params(|p| p.min_p = 0.05)),
-        (
-            "top_k 50 top_p 0.9",
-            params(|p| (p.top_k, p.top_p) = (50, 0.9)),
-        ),
+        ("top_k 50 top_p 0.9", params(|p| (p.top_k, p.top_p) = (50, 0.9))),
         ("greedy", params(|p| p.temperature = 0.0)),
-        (
-            "top_p 0.9 + logprobs 5",
-            params(|p| (p.top_p, p.logprobs) = (0.9, Some(5))),
-        ),
-        (
-            "top_p 0.9 temp 1.5 (flat)",
-            params(|p| (p.top_p, p.temperature) = (0.9, 1.5)),
-        ),
+        ("top_p 0.9 + logprobs 5", params(|p| (p.top_p, p.logprobs) = (0.9, Some(5)))),
+        ("top_p 0.9 temp 1.5 (flat)", params(|p| (p.top_p, p.temperature) = (0.9, 1.5))),
     ] {
         let mut s = SequenceSampler::new(&p, Some(0), &[1, 2, 3]);
         let mut buf = logits.clone();

@@ -180,7 +180,8 @@ impl Scheduler {
     /// Reuses the cached prefix and allocates the first chunk; None (and nothing held) if it does not fit.
     fn admit(&mut self, key: SeqKey, budget: usize) -> Option<ScheduledChunk> {
         let seq = self.seqs.get_mut(&key)?;
-        let cached = if seq.skip_prefix_cache { 0 } else { self.kv.acquire_cached_prefix(&seq.tokens, &mut seq.blocks) };
+        let cached =
+            if seq.skip_prefix_cache { 0 } else { self.kv.acquire_cached_prefix(&seq.tokens, &mut seq.blocks) };
         let len = (seq.tokens.len() - cached).min(budget);
         if !self.kv.allocate(&mut seq.blocks, &seq.tokens, cached + len) {
             self.kv.release(&mut seq.blocks);

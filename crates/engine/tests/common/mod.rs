@@ -1,4 +1,5 @@
 //! Shared helpers for engine tests on the tiny fixture.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -12,17 +12,10 @@ use crate::catalog::HubSource;
 const CONFIG: &str = "config.json";
 const SINGLE_WEIGHTS: &str = "model.safetensors";
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
-const OPTIONAL_FILES: [&str; 3] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-];
+const OPTIONAL_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "generation_config.json"];
 
 fn hub_err(hub: &HubSource, reason: impl ToString) -> FetchError {
-    FetchError::Hub {
-        model: hub.repo.clone(),
-        reason: reason.to_string(),
-    }
+    FetchError::Hub { model: hub.repo.clone(), reason: reason.to_string() }
 }
 
 fn hub_repo(hub: &HubSource) -> Repo {
@@ -40,10 +33,7 @@ pub fn fetch_hub(hub: &HubSource, opts: &FetchOptions) -> Result<PathBuf, FetchE
         return Ok(dir);
     }
     if let Some(why) = hub_network_block(opts) {
-        return Err(hub_err(
-            hub,
-            format!("{why} and it is not in the local cache"),
-        ));
+        return Err(hub_err(hub, format!("{why} and it is not in the local cache")));
     }
     download_hub_repo(hub, opts)
 }
@@ -63,20 +53,11 @@ fn cached_hub_snapshot(repo: &Repo) -> Option<PathBuf> {
 fn index_shards(index: &Path) -> Result<Vec<String>, String> {
     let text = fs::read_to_string(index).map_err(|e| e.to_string())?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let map = json["weight_map"]
-        .as_object()
-        .ok_or("the index has no weight_map")?;
-    let mut shards: Vec<String> = map
-        .values()
-        .filter_map(|v| v.as_str())
-        .map(String::from)
-        .collect();
+    let map = json["weight_map"].as_object().ok_or("the index has no weight_map")?;
+    let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str()).map(String::from).collect();
     shards.sort();
     shards.dedup();
-    match shards
-        .iter()
-        .find(|s| s.contains("..") || s.starts_with('/'))
-    {
+    match shards.iter().find(|s| s.contains("..") || s.starts_with('/')) {
         Some(bad) => Err(format!("bad shard name `{bad}`")),
         None => Ok(shards),
     }
@@ -92,10 +73,7 @@ fn download_hub_repo(hub: &HubSource, opts: &FetchOptions) -> Result<PathBuf, Fe
     let info = repo.info().map_err(|e| hub_err(hub, e))?;
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let has = |name: &str| files.iter().any(|f| f == name);
-    let get = |name: &str| {
-        repo.get(name)
-            .map_err(|e| hub_err(hub, format!("{name}: {e}")))
-    };
+    let get = |name: &str| repo.get(name).map_err(|e| hub_err(hub, format!("{name}: {e}")));
     if !has(CONFIG) {
         return Err(hub_err(hub, "the repository has no config.json"));
     }

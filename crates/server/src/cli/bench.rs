@@ -78,11 +78,12 @@ fn run_level(engine: &EngineHandle, prompts: Vec<Vec<u32>>, concurrency: usize, 
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (engine, queue, results) = (engine.clone(), queue.clone(), results.clone());
-            std::thread::spawn(move || loop {
-                let Some((i, prompt)) = queue.lock().ok().and_then(|mut q| q.pop()) else { break };
-                if let Some(sample) = one_request(&engine, i, prompt, output_len) {
-                    if let Ok(mut r) = results.lock() {
-                        r.push(sample);
+            std::thread::spawn(move || {
+                while let Some((i, prompt)) = pop(&queue) {
+                    if let Some(sample) = one_request(&engine, i, prompt, output_len) {
+                        if let Ok(mut r) = results.lock() {
+                            r.push(sample);
+                        }
                     }
                 }
             })
@@ -93,6 +94,11 @@ fn run_level(engine: &EngineHandle, prompts: Vec<Vec<u32>>, concurrency: usize, 
     }
     let samples = results.lock().map(|r| r.clone()).unwrap_or_default();
     samples
+}
+
+/// Takes the next prompt, releasing the lock at once.
+fn pop(queue: &Mutex<Vec<(usize, Vec<u32>)>>) -> Option<(usize, Vec<u32>)> {
+    queue.lock().ok().and_then(|mut q| q.pop())
 }
 
 fn one_request(engine: &EngineHandle, i: usize, prompt: Vec<u32>, output_len: usize) -> Option<Sample> {

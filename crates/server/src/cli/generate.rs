@@ -77,9 +77,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
         messages.push(ChatMessage::new("user", args.prompt.clone()));
         let rendered = engine.chat_template().render(&messages, true)?;
-        engine.tokenizer().encode_prompt(&rendered, false)?
+        engine.tokenizer().encode_prompt(&rendered, engine.tokenizer().add_bos_by_default())?
     } else {
-        engine.tokenizer().encode_prompt(&args.prompt, true)?
+        engine.tokenizer().encode_prompt(&args.prompt, engine.tokenizer().add_bos_by_default())?
     };
     let request = GenerateRequest { id: "generate".into(), prompt, params: args.sampling(), priority: 0 };
     let mut stream = engine.submit(request)?;

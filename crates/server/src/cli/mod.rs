@@ -2,14 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod generate;
+pub mod models;
 pub mod serve;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sconce",
-    version,
-    about = "Sconce: a self-hosted LLM inference server"
-)]
+#[command(name = "sconce", version, about = "Sconce: a self-hosted LLM inference server")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,10 +18,22 @@ pub struct Cli {
 pub enum Command {
     /// Serve the OpenAI-compatible HTTP API.
     Serve(serve::ServeCommand),
+    /// Generate from one prompt and stream the text to stdout.
+    Generate(generate::GenerateArgs),
+    /// List or fetch catalog models.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
+    /// Measure engine throughput in-process (closed loop, random prompts).
+    Bench(bench::BenchArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(command) => command.run(),
+        Command::Generate(args) => generate::run(args),
+        Command::Models { command } => models::run(command),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -42,9 +42,7 @@ impl ServeCommand {
             return Ok(());
         }
         crate::logging::init(&config.log)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let outcome = runtime.block_on(async {
             let shutdown = shutdown_signal()?;
             crate::server::run(config, shutdown).await
@@ -80,36 +78,22 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         let argv = std::iter::once("sconce").chain(args.iter().copied());
-        Harness::try_parse_from(argv)
-            .unwrap()
-            .serve
-            .resolve()
-            .unwrap()
+        Harness::try_parse_from(argv).unwrap().serve.resolve().unwrap()
     }
 
+    /// Environment variables are covered end to end in `tests/lifecycle.rs`, in a child
+    /// process, so no test here mutates this process's environment.
     #[test]
-    fn flags_beat_environment_which_beats_the_file() {
+    fn flags_beat_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sconce.toml");
-        std::fs::write(
-            &file,
-            "[server]\nport = 7001\nhost = \"10.0.0.1\"\n[engine]\nmax_num_seqs = 3\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "[server]\nport = 7001\nhost = \"10.0.0.1\"\n[engine]\nmax_num_seqs = 3\n").unwrap();
         let file = file.to_str().unwrap();
-        // Only this test sets these variables.
-        std::env::set_var("SCONCE_PORT", "7002");
-        std::env::set_var("SCONCE_MAX_NUM_SEQS", "4");
-        let from_env = parse(&["--config", file]);
-        let from_flags = parse(&["--config", file, "--port", "7003"]);
-        std::env::remove_var("SCONCE_PORT");
-        std::env::remove_var("SCONCE_MAX_NUM_SEQS");
-        assert_eq!(
-            (from_env.server.port, from_env.engine.max_num_seqs),
-            (7002, 4)
-        );
-        assert_eq!(from_env.server.host, "10.0.0.1");
-        assert_eq!(from_flags.server.port, 7003);
+        let from_file = parse(&["--config", file]);
+        let from_flags = parse(&["--config", file, "--port", "7003", "--max-num-seqs", "4"]);
+        assert_eq!((from_file.server.port, from_file.engine.max_num_seqs), (7001, 3));
+        assert_eq!((from_flags.server.port, from_flags.engine.max_num_seqs), (7003, 4));
+        assert_eq!(from_flags.server.host, "10.0.0.1");
     }
 
     #[test]
@@ -128,10 +112,7 @@ mod tests {
             "--log-format",
             "json",
         ]);
-        assert_eq!(
-            config.engine.kv_cache_memory.map(|size| size.bytes()),
-            Some(64 << 20)
-        );
+        assert_eq!(config.engine.kv_cache_memory.map(|size| size.bytes()), Some(64 << 20));
         assert_eq!(config.engine.max_num_batched_tokens, 512);
         assert_eq!(config.model.device, "cuda:1");
         assert_eq!(config.served_name(), "tiny");

@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::response::Response;
 use sconce_protocol::chat::{
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-    ChatCompletionResponse, ChatDelta, Role, CHAT_CHUNK_OBJECT, CHAT_OBJECT,
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+    ChatDelta, Role, CHAT_CHUNK_OBJECT, CHAT_OBJECT,
 };
 use sconce_protocol::logprobs::{ChatLogprobs, ChatTokenLogprob, TopLogprob};
 use sconce_protocol::{ApiError, Usage};
@@ -63,11 +63,7 @@ struct ChatFormat {
 }
 
 impl ChatFormat {
-    fn chunk_of(
-        &self,
-        choices: Vec<ChatChunkChoice>,
-        usage: Option<Option<Usage>>,
-    ) -> ChatCompletionChunk {
+    fn chunk_of(&self, choices: Vec<ChatChunkChoice>, usage: Option<Option<Usage>>) -> ChatCompletionChunk {
         ChatCompletionChunk {
             id: self.meta.id.clone(),
             object: CHAT_CHUNK_OBJECT.to_string(),
@@ -87,11 +83,7 @@ impl ChatFormat {
                     bytes: token.as_bytes().to_vec(),
                     token,
                     logprob: entry.logprob,
-                    top_logprobs: entry
-                        .top
-                        .iter()
-                        .map(|&(id, logprob)| self.top(id, logprob))
-                        .collect(),
+                    top_logprobs: entry.top.iter().map(|&(id, logprob)| self.top(id, logprob)).collect(),
                 }
             })
             .collect();
@@ -100,21 +92,14 @@ impl ChatFormat {
 
     fn top(&self, id: u32, logprob: f32) -> TopLogprob {
         let token = self.tokens.token(id);
-        TopLogprob {
-            bytes: token.as_bytes().to_vec(),
-            token,
-            logprob,
-        }
+        TopLogprob { bytes: token.as_bytes().to_vec(), token, logprob }
     }
 }
 
 fn empty_choice(index: usize) -> ChatChoice {
     ChatChoice {
         index,
-        message: AssistantMessage {
-            role: Role::Assistant,
-            content: String::new(),
-        },
+        message: AssistantMessage { role: Role::Assistant, content: String::new() },
         logprobs: None,
         finish_reason: None,
     }
@@ -129,40 +114,22 @@ impl ResponseFormat for ChatFormat {
         let usage = self.include_usage.then_some(None);
         (0..choices)
             .map(|index| {
-                let delta = ChatDelta {
-                    role: Some(Role::Assistant),
-                    content: Some(String::new()),
-                };
-                let choice = ChatChunkChoice {
-                    index,
-                    delta,
-                    logprobs: None,
-                    finish_reason: None,
-                };
+                let delta = ChatDelta { role: Some(Role::Assistant), content: Some(String::new()) };
+                let choice = ChatChunkChoice { index, delta, logprobs: None, finish_reason: None };
                 self.chunk_of(vec![choice], usage)
             })
             .collect()
     }
 
     fn chunk(&mut self, delta: &Delta) -> Option<ChatCompletionChunk> {
-        let finish_reason = delta
-            .finish_reason
-            .map(|reason| reason.as_str().to_string());
-        let logprobs = (self.logprobs && !delta.logprobs.is_empty())
-            .then(|| self.token_logprobs(&delta.logprobs));
+        let finish_reason = delta.finish_reason.map(|reason| reason.as_str().to_string());
+        let logprobs = (self.logprobs && !delta.logprobs.is_empty()).then(|| self.token_logprobs(&delta.logprobs));
         if delta.text.is_empty() && finish_reason.is_none() && logprobs.is_none() {
             return None;
         }
         let content = (!delta.text.is_empty()).then(|| delta.text.clone());
-        let choice = ChatChunkChoice {
-            index: delta.index,
-            delta: ChatDelta {
-                role: None,
-                content,
-            },
-            logprobs,
-            finish_reason,
-        };
+        let choice =
+            ChatChunkChoice { index: delta.index, delta: ChatDelta { role: None, content }, logprobs, finish_reason };
         Some(self.chunk_of(vec![choice], self.include_usage.then_some(None)))
     }
 
@@ -179,11 +146,7 @@ impl ResponseFormat for ChatFormat {
                 choice.message.content.push_str(&content);
             }
             if let Some(logprobs) = piece.logprobs {
-                choice
-                    .logprobs
-                    .get_or_insert_with(ChatLogprobs::default)
-                    .content
-                    .extend(logprobs.content);
+                choice.logprobs.get_or_insert_with(ChatLogprobs::default).content.extend(logprobs.content);
             }
             if piece.finish_reason.is_some() {
                 choice.finish_reason = piece.finish_reason;

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::response::Response;
 use sconce_protocol::completion::{
-    CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, COMPLETION_OBJECT,
-    DEFAULT_COMPLETION_TOKENS,
+    CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, COMPLETION_OBJECT, DEFAULT_COMPLETION_TOKENS,
 };
 use sconce_protocol::logprobs::CompletionLogprobs;
 use sconce_protocol::Usage;
@@ -25,16 +24,9 @@ struct PreparedPrompt {
 
 fn prepare(backend: &Backend, input: PromptInput, echo: bool) -> Result<PreparedPrompt, HttpError> {
     match input {
-        PromptInput::Text(text) => Ok(PreparedPrompt {
-            tokens: backend.encode_text(&text, true)?,
-            text,
-        }),
+        PromptInput::Text(text) => Ok(PreparedPrompt { tokens: backend.encode_text(&text, true)?, text }),
         PromptInput::Tokens(tokens) => {
-            let text = if echo {
-                backend.decode(&tokens)?
-            } else {
-                String::new()
-            };
+            let text = if echo { backend.decode(&tokens)? } else { String::new() };
             Ok(PreparedPrompt { tokens, text })
         }
     }
@@ -67,13 +59,7 @@ pub async fn completions(
     let token_prompts = prompts.iter().map(|prompt| prompt.tokens.clone()).collect();
     let deltas = generation::start(&state, backend, &meta, token_prompts, &spec)?;
     let include_usage = request.sampling.include_usage();
-    let format = CompletionFormat::new(
-        meta,
-        backend.token_text(),
-        &request,
-        prompts,
-        deltas.choices(),
-    );
+    let format = CompletionFormat::new(meta, backend.token_text(), &request, prompts, deltas.choices());
     if request.sampling.is_stream() {
         Ok(respond::stream(format, deltas, include_usage))
     } else {
@@ -125,11 +111,7 @@ impl CompletionFormat {
         }
     }
 
-    fn response_of(
-        &self,
-        choices: Vec<CompletionChoice>,
-        usage: Option<Option<Usage>>,
-    ) -> CompletionResponse {
+    fn response_of(&self, choices: Vec<CompletionChoice>, usage: Option<Option<Usage>>) -> CompletionResponse {
         CompletionResponse {
             id: self.meta.id.clone(),
             object: COMPLETION_OBJECT.to_string(),
@@ -142,11 +124,8 @@ impl CompletionFormat {
 
     /// The sampled token plus its top alternatives, as the legacy dict.
     fn top_map(&self, entry: &TokenLogprob) -> BTreeMap<String, f32> {
-        let mut top: BTreeMap<String, f32> = entry
-            .top
-            .iter()
-            .map(|&(id, logprob)| (self.tokens.token(id), logprob))
-            .collect();
+        let mut top: BTreeMap<String, f32> =
+            entry.top.iter().map(|&(id, logprob)| (self.tokens.token(id), logprob)).collect();
         top.insert(self.tokens.token(entry.token_id), entry.logprob);
         top
     }
@@ -163,12 +142,7 @@ impl CompletionFormat {
             let token = self.tokens.token(id);
             let entry = logprobs.get(position).and_then(Option::as_ref);
             let chars = token.chars().count();
-            out.push(
-                token,
-                entry.map(|e| e.logprob),
-                entry.map(|e| self.top_map(e)),
-                offset,
-            );
+            out.push(token, entry.map(|e| e.logprob), entry.map(|e| self.top_map(e)), offset);
             offset += chars;
         }
     }
@@ -179,11 +153,7 @@ impl CompletionFormat {
             return String::new();
         };
         if let Some(out) = logprobs {
-            let known = self
-                .prompt_logprobs
-                .get(prompt)
-                .and_then(Option::as_deref)
-                .unwrap_or_default();
+            let known = self.prompt_logprobs.get(prompt).and_then(Option::as_deref).unwrap_or_default();
             self.push_tokens(out, &prepared.tokens, known, 0);
         }
         prepared.text.clone()
@@ -196,33 +166,22 @@ impl ResponseFormat for CompletionFormat {
 
     fn opening(&mut self, choices: usize) -> Vec<CompletionResponse> {
         self.choices = (0..choices)
-            .map(|index| CompletionChoice {
-                index,
-                text: String::new(),
-                logprobs: None,
-                finish_reason: None,
-            })
+            .map(|index| CompletionChoice { index, text: String::new(), logprobs: None, finish_reason: None })
             .collect();
         Vec::new()
     }
 
     fn chunk(&mut self, delta: &Delta) -> Option<CompletionResponse> {
         let prompt = delta.index / self.choices_per_prompt.max(1);
-        if let (Some(known), Some(slot)) =
-            (&delta.prompt_logprobs, self.prompt_logprobs.get_mut(prompt))
-        {
+        if let (Some(known), Some(slot)) = (&delta.prompt_logprobs, self.prompt_logprobs.get_mut(prompt)) {
             *slot = Some(known.clone());
         }
         let progress = self.progress.get(delta.index).cloned().unwrap_or_default();
         let mut logprobs = self.logprobs.then(CompletionLogprobs::default);
-        let mut text = if !progress.started && self.echo {
-            self.echo_prefix(prompt, logprobs.as_mut())
-        } else {
-            String::new()
-        };
+        let mut text =
+            if !progress.started && self.echo { self.echo_prefix(prompt, logprobs.as_mut()) } else { String::new() };
         if let Some(out) = logprobs.as_mut() {
-            let generated: Vec<Option<TokenLogprob>> =
-                delta.logprobs.iter().cloned().map(Some).collect();
+            let generated: Vec<Option<TokenLogprob>> = delta.logprobs.iter().cloned().map(Some).collect();
             let ids: Vec<u32> = delta.logprobs.iter().map(|entry| entry.token_id).collect();
             self.push_tokens(out, &ids, &generated, progress.chars + text.chars().count());
         }
@@ -231,19 +190,12 @@ impl ResponseFormat for CompletionFormat {
             slot.started = true;
             slot.chars += text.chars().count();
         }
-        let finish_reason = delta
-            .finish_reason
-            .map(|reason| reason.as_str().to_string());
+        let finish_reason = delta.finish_reason.map(|reason| reason.as_str().to_string());
         let has_logprobs = logprobs.as_ref().is_some_and(|out| !out.tokens.is_empty());
         if text.is_empty() && finish_reason.is_none() && !has_logprobs {
             return None;
         }
-        let choice = CompletionChoice {
-            index: delta.index,
-            text,
-            logprobs,
-            finish_reason,
-        };
+        let choice = CompletionChoice { index: delta.index, text, logprobs, finish_reason };
         Some(self.response_of(vec![choice], self.include_usage.then_some(None)))
     }
 
@@ -258,9 +210,7 @@ impl ResponseFormat for CompletionFormat {
             };
             choice.text.push_str(&piece.text);
             if let Some(logprobs) = piece.logprobs {
-                let out = choice
-                    .logprobs
-                    .get_or_insert_with(CompletionLogprobs::default);
+                let out = choice.logprobs.get_or_insert_with(CompletionLogprobs::default);
                 out.tokens.extend(logprobs.tokens);
                 out.token_logprobs.extend(logprobs.token_logprobs);
                 out.top_logprobs.extend(logprobs.top_logprobs);

@@ -33,9 +33,9 @@ pub async fn version() -> Json<Value> {
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpError> {
     let text = match (state.metrics(), state.backend()) {
-        (Some(metrics), Some(backend)) => metrics
-            .render(&backend.stats())
-            .map_err(|e| ApiError::internal(e.to_string()))?,
+        (Some(metrics), Some(backend)) => {
+            metrics.render(&backend.stats()).map_err(|e| ApiError::internal(e.to_string()))?
+        }
         _ => String::new(),
     };
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())

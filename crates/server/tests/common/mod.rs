@@ -2,12 +2,11 @@
 //! and a small SSE reader.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 
 use sconce_server::backend::Backend;
 use sconce_server::config::{ByteSize, Config};
-use sconce_server::{build_app, server, AppState};
+use sconce_server::{server, AppState};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -16,11 +15,7 @@ pub const MODEL: &str = "tiny";
 /// The random-weight fixture written by `cargo run -p xtask -- gen-tiny-model`.
 pub fn tiny_model_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llama");
-    assert!(
-        dir.join("config.json").exists(),
-        "missing {}: run `cargo run -p xtask -- gen-tiny-model`",
-        dir.display()
-    );
+    assert!(dir.join("config.json").exists(), "missing {}: run `cargo run -p xtask -- gen-tiny-model`", dir.display());
     dir
 }
 
@@ -50,18 +45,21 @@ impl TestServer {
         let mut config = tiny_config();
         configure(&mut config);
         let state = AppState::new(server::settings(&config));
-        let backend = Backend::launch(&config)
-            .await
-            .expect("the tiny model loads");
+        let backend = Backend::launch(&config).await.expect("the tiny model loads");
         state.set_backend(backend).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(axum::serve(listener, build_app(state.clone())).into_future());
-        Self {
-            base,
-            state,
-            client: reqwest::Client::new(),
-        }
+        tokio::spawn(server::serve(listener, state.clone(), std::future::pending()));
+        Self { base, state, client: reqwest::Client::new() }
+    }
+
+    /// A server whose model never loads, as during startup.
+    pub async fn start_unloaded() -> Self {
+        let state = AppState::new(server::settings(&tiny_config()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(server::serve(listener, state.clone(), std::future::pending()));
+        Self { base, state, client: reqwest::Client::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -69,12 +67,7 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
     }
 
     /// POSTs and returns the status and JSON body.
@@ -94,14 +87,8 @@ impl TestServer {
     pub async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
         let response = self.post(path, body).await;
         assert_eq!(response.status(), 200);
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        assert!(
-            content_type.starts_with("text/event-stream"),
-            "{content_type}"
-        );
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
         sse_data(&response.text().await.unwrap())
     }
 
@@ -124,22 +111,16 @@ pub fn sse_data(body: &str) -> Vec<String> {
 pub fn chunks(data: &[String]) -> Vec<Value> {
     let (done, rest) = data.split_last().expect("an empty stream");
     assert_eq!(done, "[DONE]", "the stream must end with [DONE]");
-    rest.iter()
-        .map(|chunk| serde_json::from_str(chunk).unwrap())
-        .collect()
+    rest.iter().map(|chunk| serde_json::from_str(chunk).unwrap()).collect()
 }
 
 /// Asserts the OpenAI error envelope and returns its `error` object.
 pub fn assert_envelope(body: &Value) -> &serde_json::Map<String, Value> {
-    let error = body["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no error envelope in {body}"));
+    let error = body["error"].as_object().unwrap_or_else(|| panic!("no error envelope in {body}"));
     for key in ["message", "type", "param", "code"] {
         assert!(error.contains_key(key), "envelope lacks `{key}`: {body}");
     }
-    assert!(error["message"]
-        .as_str()
-        .is_some_and(|message| !message.is_empty()));
+    assert!(error["message"].as_str().is_some_and(|message| !message.is_empty()));
     error
 }
 

@@ -14,9 +14,7 @@ pub const BEGIN_OF_TEXT: u32 = 4;
 pub const FIRST_BYTE_ID: u32 = 5;
 
 /// Merges in rank order; each produces the concatenation of its two sides.
-pub const MERGES: &[&str] = &[
-    "H e", "l l", "He ll", "Hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "1 2", "12 3",
-];
+pub const MERGES: &[&str] = &["H e", "l l", "He ll", "Hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "1 2", "12 3"];
 
 /// GPT-2's byte-to-unicode map used by byte-level BPE.
 pub fn byte_char(byte: u8) -> char {
@@ -34,10 +32,8 @@ pub fn byte_id(byte: u8) -> u32 {
 
 /// Token strings: 5 added tokens, 256 bytes, then one per merge.
 pub fn tokens() -> Vec<String> {
-    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool>"]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let mut tokens: Vec<String> =
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool>"].iter().map(|t| t.to_string()).collect();
     tokens.push("<|begin_of_text|>".into());
     tokens.extend((0..=255u8).map(|b| byte_char(b).to_string()));
     tokens.extend(MERGES.iter().map(|merge| merge.replace(' ', "")));
@@ -46,10 +42,7 @@ pub fn tokens() -> Vec<String> {
 
 /// Id of a merged token such as "Hello" or "Ġworld".
 pub fn merged_id(token: &str) -> u32 {
-    let index = MERGES
-        .iter()
-        .position(|merge| merge.replace(' ', "") == token)
-        .unwrap();
+    let index = MERGES.iter().position(|merge| merge.replace(' ', "") == token).unwrap();
     FIRST_BYTE_ID + 256 + index as u32
 }
 
