@@ -14,6 +14,43 @@ pub struct AttentionMetadata {
     pub block_tables: Vec<u32>,
     pub max_blocks_per_seq: usize,
     pub block_size: usize,
+    /// A device copy made by the first GPU op that reads this metadata and reused by the rest of
+    /// the step's layers. Opaque here; cloning the metadata starts a fresh, empty cache.
+    pub device_copy: DeviceCopy,
+}
+
+/// A lazily filled, type-erased cache slot (see [`AttentionMetadata::device_copy`]).
+#[derive(Default)]
+pub struct DeviceCopy(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl DeviceCopy {
+    /// The cached value, if one of type `T` was stored.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.get().and_then(|b| b.downcast_ref::<T>())
+    }
+
+    /// Stores `value` unless a value is already cached; returns the cached one if it is a `T`.
+    pub fn get_or_init<T: Send + Sync + 'static>(&self, value: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(value())).downcast_ref::<T>()
+    }
+}
+
+impl Clone for DeviceCopy {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for DeviceCopy {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DeviceCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "DeviceCopy(filled)" } else { "DeviceCopy(empty)" })
+    }
 }
 
 impl AttentionMetadata {

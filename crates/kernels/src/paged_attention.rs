@@ -30,15 +30,31 @@ pub fn paged_attention(
 
 /// Shapes of one call, checked once.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    num_tokens: usize,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
+pub(crate) struct Dims {
+    pub num_tokens: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Query heads one GPU block serves: the largest divisor of the GQA group size that is at most 8.
+pub(crate) fn heads_per_block(group: usize) -> usize {
+    (1..=group.clamp(1, 8)).rev().find(|g| group % g == 0).unwrap_or(1)
+}
+
+/// Split-K plan for the GPU kernel: `(splits, positions per split)`. Splits the context until the
+/// grid has enough blocks to fill the GPU, keeping at least 64 positions per split.
+pub(crate) fn plan_splits(num_tokens: usize, head_groups: usize, max_len: usize) -> (usize, usize) {
+    const TARGET_BLOCKS: usize = 528; // about four per SM on a 132-SM H100
+    let max_len = max_len.max(1);
+    let blocks = (num_tokens * head_groups).max(1);
+    let splits = TARGET_BLOCKS.div_ceil(blocks).clamp(1, max_len.div_ceil(64).clamp(1, 64));
+    let partition = max_len.div_ceil(splits);
+    (max_len.div_ceil(partition), partition)
 }
 
 impl PagedAttention {
-    fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<Dims> {
+    pub(crate) fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<Dims> {
         let (num_tokens, num_heads, head_dim) = q.shape().dims3()?;
         let (num_blocks, block_size, num_kv_heads, kv_dim) = k.shape().dims4()?;
         if k.shape() != v.shape() {
@@ -169,5 +185,40 @@ impl CustomOp3 for PagedAttention {
             _ => candle_core::bail!("paged_attention: q, k and v must share a float dtype"),
         };
         Ok((out, ql.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        q: &candle_core::CudaStorage,
+        ql: &Layout,
+        k: &candle_core::CudaStorage,
+        kl: &Layout,
+        v: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = self.cuda_run((q, ql), (k, kl), (v, vl))?;
+        Ok((out, ql.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{heads_per_block, plan_splits};
+
+    #[test]
+    fn head_groups_divide_the_gqa_ratio() {
+        assert_eq!([1, 4, 8, 16, 12, 7].map(heads_per_block), [1, 4, 8, 8, 6, 7]);
+    }
+
+    #[test]
+    fn splits_cover_the_context_and_fill_the_gpu() {
+        for (tokens, groups, len) in [(1, 8, 8192), (1, 4, 100), (32, 8, 1000), (2048, 32, 2048), (1, 1, 1)] {
+            let (splits, part) = plan_splits(tokens, groups, len);
+            assert!(splits * part >= len && (splits - 1) * part < len, "{tokens} {groups} {len}");
+            assert!(splits == 1 || part >= 64);
+        }
+        assert_eq!(plan_splits(2048, 32, 2048).0, 1);
+        assert!(plan_splits(1, 8, 8192).0 >= 32);
     }
 }

@@ -4,6 +4,8 @@ use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
 use crate::element::contiguous;
 
+/// On CUDA, slots outside the cache are skipped rather than reported.
+///
 /// In place on `cache` (`[num_blocks, block_size, num_kv_heads, head_dim]`): row `i` of `new`
 /// (`[num_tokens, num_kv_heads, head_dim]`) goes to slot `slot_mapping[i]` (u32 `[num_tokens]`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,4 +72,34 @@ impl InplaceOp3 for ReshapeAndCache {
             _ => candle_core::bail!("{name}: cache and new rows must share a float dtype"),
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        cache: &mut candle_core::CudaStorage,
+        cl: &Layout,
+        new: &candle_core::CudaStorage,
+        nl: &Layout,
+        slots: &candle_core::CudaStorage,
+        sl: &Layout,
+    ) -> Result<()> {
+        check_shapes(cl, nl, sl, self.name())?;
+        if cache.dtype() != new.dtype() || slots.dtype() != candle_core::DType::U32 {
+            candle_core::bail!("{}: dtype mismatch", self.name());
+        }
+        crate::cuda_attention::reshape_and_cache(cache, cl, (new, nl), (slots, sl))
+    }
+}
+
+/// Checks that `new` rows fit the cache and that there is one slot per token.
+fn check_shapes(cl: &Layout, nl: &Layout, sl: &Layout, name: &str) -> Result<()> {
+    let (_, _, kv_heads, head_dim) = cl.shape().dims4()?;
+    let (tokens, new_heads, new_dim) = nl.shape().dims3()?;
+    if (new_heads, new_dim) != (kv_heads, head_dim) {
+        candle_core::bail!("{name}: new rows {:?} do not fit cache {:?}", nl.shape(), cl.shape());
+    }
+    if sl.shape().elem_count() != tokens {
+        candle_core::bail!("{name}: {} slots for {tokens} tokens", sl.shape().elem_count());
+    }
+    Ok(())
 }

@@ -143,6 +143,7 @@ fn rejects_inconsistent_metadata() {
         block_tables: vec![0],
         max_blocks_per_seq: 1,
         block_size: 4,
+        ..Default::default()
     };
     assert!(paged_attention(&q, &cache, &cache, Arc::new(meta), 1.0).is_err());
     let slots = Tensor::from_slice(&[0u32, 99], 2, &dev).unwrap();

@@ -1,0 +1,155 @@
+//! The `[gateway]` section of the server config.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Turns the ops layer on (keys, limits, metering, ledger).
+    pub enabled: bool,
+    /// Environment variable holding the admin key (auth turns on when it is set).
+    pub admin_key_env: Option<String>,
+    /// Ledger and key store location; default: `$SCONCE_DATA_DIR` or the user's data dir.
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/sconce.db`.
+    pub database_url: Option<String>,
+    /// `redis://…`: shares RPM, TPM and spend counters across replicas.
+    pub redis_url: Option<String>,
+    /// OTLP/HTTP endpoint for one span per request; none: no exporter.
+    pub otlp_endpoint: Option<String>,
+    pub ledger: LedgerConfig,
+    /// Prices per model, in currency units per million tokens.
+    pub prices: BTreeMap<String, Price>,
+    /// Prices models without an entry in `prices` by their share of a GPU-hour.
+    pub gpu_hour: Option<GpuHour>,
+    /// Team budgets, by team name.
+    pub teams: BTreeMap<String, TeamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The writer commits a batch at least this often; a kill -9 loses at most this much.
+    pub batch_interval_ms: u64,
+    pub batch_size: usize,
+    /// Rows waiting for the writer; beyond it rows are counted as dropped and logged.
+    pub channel_capacity: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { batch_interval_ms: 200, batch_size: 512, channel_capacity: 16_384 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub cached_input: f64,
+    pub output: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuHour {
+    pub price: f64,
+    /// Tokens (prompt + completion) the GPU serves in an hour at full load.
+    pub tokens_per_hour: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TeamConfig {
+    pub max_budget: Option<f64>,
+    pub budget_period: Option<BudgetPeriod>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    #[default]
+    Month,
+}
+
+impl BudgetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "day" | "daily" => Some(Self::Day),
+            "month" | "monthly" => Some(Self::Month),
+            _ => None,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The admin key from the configured environment variable, if set and non-empty.
+    pub fn admin_key(&self) -> Option<String> {
+        let name = self.admin_key_env.as_deref()?;
+        std::env::var(name).ok().filter(|key| !key.is_empty())
+    }
+
+    pub fn resolved_data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("SCONCE_DATA_DIR").filter(|dir| !dir.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        default_data_dir()
+    }
+
+    pub fn resolved_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.resolved_data_dir().join("sconce.db").display()),
+        }
+    }
+
+    /// Cost of one request in currency units.
+    pub fn cost(&self, model: &str, prompt: u64, cached: u64, completion: u64) -> f64 {
+        if let Some(price) = self.prices.get(model) {
+            let uncached = prompt.saturating_sub(cached) as f64;
+            return (uncached * price.input + cached as f64 * price.cached_input + completion as f64 * price.output)
+                / 1e6;
+        }
+        match self.gpu_hour {
+            Some(gpu) if gpu.tokens_per_hour > 0.0 => gpu.price * (prompt + completion) as f64 / gpu.tokens_per_hour,
+            _ => 0.0,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/sconce"),
+        None => PathBuf::from(".sconce"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_per_million_and_cached_tokens_are_cheaper() {
+        let mut config = GatewayConfig::default();
+        config.prices.insert("m".into(), Price { input: 1.0, cached_input: 0.5, output: 2.0 });
+        let cost = config.cost("m", 1_000_000, 500_000, 1_000_000);
+        assert!((cost - 2.75).abs() < 1e-9);
+        assert_eq!(config.cost("other", 10, 0, 10), 0.0);
+        config.gpu_hour = Some(GpuHour { price: 2.0, tokens_per_hour: 1000.0 });
+        assert!((config.cost("other", 250, 0, 250) - 1.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,96 @@
+//! The gateway's Prometheus series, prefixed `sconce_`. Labels are bounded: key aliases
+//! (chosen by admins), never raw keys or users.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, CounterVec, Registry, TextEncoder,
+};
+
+pub struct GatewayMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    tokens: IntCounterVec,
+    spend: CounterVec,
+    rejections: IntCounterVec,
+    ledger_depth: IntGauge,
+    ledger_dropped: IntCounter,
+    overhead: Histogram,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("sconce_gateway_requests_total", "Gateway requests by model, key alias and status"),
+            &["model", "key", "status"],
+        )?;
+        let tokens =
+            IntCounterVec::new(Opts::new("sconce_gateway_tokens_total", "Metered tokens by type"), &["type"])?;
+        let spend = CounterVec::new(Opts::new("sconce_gateway_spend_total", "Metered cost by model"), &["model"])?;
+        let rejections = IntCounterVec::new(
+            Opts::new("sconce_gateway_rejections_total", "Requests refused by a limit or budget"),
+            &["reason"],
+        )?;
+        let ledger_depth = IntGauge::new("sconce_gateway_ledger_queue_depth", "Ledger rows waiting for the writer")?;
+        let ledger_dropped =
+            IntCounter::new("sconce_gateway_ledger_dropped_total", "Ledger rows dropped on a full queue")?;
+        let buckets = vec![0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1];
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new("sconce_gateway_overhead_seconds", "Time spent in gateway stages").buckets(buckets),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(spend.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(ledger_depth.clone()))?;
+        registry.register(Box::new(ledger_dropped.clone()))?;
+        registry.register(Box::new(overhead.clone()))?;
+        Ok(Self { registry, requests, tokens, spend, rejections, ledger_depth, ledger_dropped, overhead })
+    }
+
+    pub fn observe_request(&self, model: &str, key: &str, status: u16) {
+        self.requests.with_label_values(&[model, key, status_label(status)]).inc();
+    }
+
+    pub fn observe_tokens(&self, prompt: u64, cached: u64, completion: u64) {
+        self.tokens.with_label_values(&["prompt"]).inc_by(prompt);
+        self.tokens.with_label_values(&["cached"]).inc_by(cached);
+        self.tokens.with_label_values(&["completion"]).inc_by(completion);
+    }
+
+    pub fn observe_spend(&self, model: &str, cost: f64) {
+        if cost > 0.0 {
+            self.spend.with_label_values(&[model]).inc_by(cost);
+        }
+    }
+
+    pub fn observe_rejection(&self, reason: &str) {
+        self.rejections.with_label_values(&[reason]).inc();
+    }
+
+    pub fn observe_overhead(&self, seconds: f64) {
+        self.overhead.observe(seconds);
+    }
+
+    /// Text exposition, with the ledger gauges refreshed.
+    pub fn render(&self, ledger_depth: usize, ledger_dropped: u64) -> anyhow::Result<String> {
+        self.ledger_depth.set(i64::try_from(ledger_depth).unwrap_or(i64::MAX));
+        let seen = self.ledger_dropped.get();
+        self.ledger_dropped.inc_by(ledger_dropped.saturating_sub(seen));
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8(buffer)?)
+    }
+}
+
+/// Status classes keep the label set small.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        401 => "401",
+        403 => "403",
+        429 => "429",
+        499 => "499",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,139 @@
+//! [`Gateway`]: opens the store, loads keys, starts the ledger and builds the stages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sconce_protocol::ApiError;
+
+use crate::auth::Auth;
+use crate::budget::SpendBook;
+use crate::config::{BudgetPeriod, GatewayConfig};
+use crate::keys::{ApiKey, KeyCache, NewKey};
+use crate::ledger::Ledger;
+use crate::limits::RateLimits;
+use crate::meter::{MeterLayer, MeterState};
+use crate::metrics::GatewayMetrics;
+use crate::policy::{PolicyLayer, PolicyState};
+use crate::redis_store::RedisStore;
+use crate::store::Store;
+use crate::usage::{summarize, unix_now, GroupBy, UsageQuery, UsageReport};
+use crate::{Principal, Stack};
+
+/// How often keys created or revoked elsewhere (the CLI, other replicas) are picked up.
+const KEY_RELOAD: Duration = Duration::from_secs(2);
+
+pub struct Gateway {
+    pub config: Arc<GatewayConfig>,
+    pub store: Store,
+    pub auth: Auth,
+    pub ledger: Arc<Ledger>,
+    pub metrics: Arc<GatewayMetrics>,
+    pub policy: Arc<PolicyState>,
+}
+
+impl Gateway {
+    /// Opens the database and Redis (when configured) and starts the ledger writer.
+    pub async fn open(config: GatewayConfig) -> anyhow::Result<Arc<Self>> {
+        let store = Store::open(&config.resolved_database_url()).await?;
+        let redis = match config.redis_url.as_deref() {
+            Some(url) => Some(RedisStore::connect(url).await?),
+            None => None,
+        };
+        let keys = Arc::new(KeyCache::default());
+        keys.replace_all(store.keys().await?);
+        let spend = Arc::new(SpendBook::new(redis.clone()));
+        if redis.is_none() {
+            seed_spend(&store, &spend).await?;
+        }
+        let config = Arc::new(config);
+        let metrics = Arc::new(GatewayMetrics::new()?);
+        let ledger = Ledger::start(store.clone(), &config.ledger);
+        let auth = Auth::new(keys, config.admin_key().as_deref());
+        let policy = Arc::new(PolicyState {
+            config: config.clone(),
+            limits: RateLimits::new(redis),
+            spend,
+            metrics: Some(metrics.clone()),
+        });
+        let gateway = Arc::new(Self { config, store, auth, ledger, metrics, policy });
+        tokio::spawn(reload_keys(Arc::downgrade(&gateway)));
+        Ok(gateway)
+    }
+
+    /// Metering outermost, so refusals are metered too; then the policy.
+    pub fn stack(&self) -> Stack {
+        let meter = MeterState {
+            config: self.config.clone(),
+            ledger: Some(self.ledger.clone()),
+            metrics: Some(self.metrics.clone()),
+            policy: Some(self.policy.clone()),
+        };
+        Stack::new().push(MeterLayer(Arc::new(meter))).push(PolicyLayer(self.policy.clone()))
+    }
+
+    pub async fn create_key(&self, new: NewKey) -> anyhow::Result<(String, ApiKey)> {
+        let (secret, key) = new.issue(unix_now());
+        self.store.insert_key(&key).await?;
+        self.auth.keys.insert(key.clone());
+        Ok((secret, key))
+    }
+
+    pub async fn revoke_key(&self, id_or_alias: &str) -> anyhow::Result<u64> {
+        let now = unix_now();
+        let revoked = self.store.revoke_key(id_or_alias, now).await?;
+        self.auth.keys.revoke(id_or_alias, now);
+        Ok(revoked)
+    }
+
+    pub async fn list_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        self.store.keys().await
+    }
+
+    /// The usage report: everything for the admin, the caller's own key otherwise.
+    pub async fn usage(&self, query: &UsageQuery, principal: &Principal) -> Result<UsageReport, ApiError> {
+        let group_by = GroupBy::parse(query.group_by.as_deref())
+            .ok_or_else(|| ApiError::invalid_param("group_by", "group_by must be model, key, team or user"))?;
+        let scope = (self.auth.is_enabled() && !principal.is_admin).then_some(principal.key_id.as_str());
+        self.ledger.flush().await;
+        let (start, end) = (query.start.unwrap_or(0), query.end.unwrap_or(unix_now() + 1));
+        let rows = self.store.usage(start, end, scope).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(summarize(&rows, group_by))
+    }
+
+    pub fn render_metrics(&self) -> anyhow::Result<String> {
+        self.metrics.render(self.ledger.depth(), self.ledger.dropped())
+    }
+
+    /// Flushes the ledger and closes the database (at shutdown).
+    pub async fn close(&self) {
+        self.ledger.close().await;
+        self.store.close().await;
+    }
+}
+
+/// Loads this period's spend from the ledger so budgets survive restarts.
+async fn seed_spend(store: &Store, spend: &SpendBook) -> anyhow::Result<()> {
+    let now = unix_now();
+    for period in [BudgetPeriod::Day, BudgetPeriod::Month] {
+        for (key_id, team, spent) in store.spend_since(crate::budget::period_start(period, now)).await? {
+            spend.seed(&format!("key:{key_id}"), period, now, spent);
+            if !team.is_empty() {
+                spend.seed(&format!("team:{team}"), period, now, spent);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn reload_keys(gateway: std::sync::Weak<Gateway>) {
+    loop {
+        tokio::time::sleep(KEY_RELOAD).await;
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        match gateway.store.keys().await {
+            Ok(keys) => gateway.auth.keys.replace_all(keys),
+            Err(error) => tracing::debug!(%error, "key reload failed"),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The database behind keys and the ledger: SQLite (WAL) or Postgres through sqlx's
+//! `Any` driver, migrated by the same files.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::keys::ApiKey;
+use crate::ledger::UsageRecord;
+
+const INIT_SQL: &str = include_str!("../migrations/0001_init.sql");
+
+/// A connection pool with the schema in place.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating when needed) `sqlite://…` or `postgres://…` and migrates it.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        let url = if is_sqlite { prepare_sqlite(url)? } else { url.to_string() };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if is_sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn insert_key(&self, key: &ApiKey) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, key_hash, alias, team, created_at, expires_at, models, rpm_limit, \
+             tpm_limit, max_budget, budget_period, max_tokens, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)",
+        )
+        .bind(&key.id)
+        .bind(&key.hash)
+        .bind(&key.alias)
+        .bind(&key.team)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.models.as_ref().map(|models| models.join(",")))
+        .bind(key.rpm_limit.map(|v| v as i64))
+        .bind(key.tpm_limit.map(|v| v as i64))
+        .bind(key.max_budget)
+        .bind(key.budget_period.map(|p| p.as_str()))
+        .bind(key.max_tokens.map(|v| v as i64))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every key, revoked ones included.
+    pub async fn keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes by id or alias; returns how many keys it revoked.
+    pub async fn revoke_key(&self, id_or_alias: &str, now: i64) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR alias = $2) AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id_or_alias)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Writes rows in one transaction: all of the batch or none of it.
+    pub async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            insert_usage_row(row).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ledger rows with `start <= ts < end`, optionally for one key.
+    pub async fn usage(&self, start: i64, end: i64, key_id: Option<&str>) -> anyhow::Result<Vec<UsageRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM usage_ledger WHERE ts >= $1 AND ts < $2 AND ($3 = '' OR key_id = $3) ORDER BY ts",
+        )
+        .bind(start)
+        .bind(end)
+        .bind(key_id.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(usage_from_row).collect()
+    }
+
+    /// Spend since `start` per key id and per team, to seed budget counters.
+    pub async fn spend_since(&self, start: i64) -> anyhow::Result<Vec<(String, String, f64)>> {
+        let rows = sqlx::query("SELECT key_id, team, SUM(cost) AS spent FROM usage_ledger WHERE ts >= $1 GROUP BY key_id, team")
+            .bind(start)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("key_id")?, row.try_get("team")?, row.try_get::<f64, _>("spent")?)))
+            .collect()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn migrator() -> Migrator {
+    let init = Migration::new(1, Cow::Borrowed("init"), MigrationType::Simple, Cow::Borrowed(INIT_SQL), false);
+    Migrator { migrations: Cow::Owned(vec![init]), ignore_missing: false, locking: true, no_tx: false }
+}
+
+/// Creates the database's folder and asks sqlx to create the file.
+fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if let Some(dir) = Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") })
+}
+
+fn insert_usage_row(row: &UsageRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO usage_ledger (request_id, ts, model, key_id, key_alias, team, user_id, status, finish_reason, \
+         prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(&row.request_id)
+    .bind(row.ts)
+    .bind(&row.model)
+    .bind(&row.key_id)
+    .bind(&row.key_alias)
+    .bind(&row.team)
+    .bind(&row.user)
+    .bind(i64::from(row.status))
+    .bind(&row.finish_reason)
+    .bind(row.prompt_tokens as i64)
+    .bind(row.completion_tokens as i64)
+    .bind(row.cached_tokens as i64)
+    .bind(row.cost)
+    .bind(row.ttft_s)
+    .bind(row.tpot_s)
+    .bind(row.latency_s)
+    .bind(row.overhead_s)
+}
+
+fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
+    Ok(UsageRecord {
+        request_id: row.try_get("request_id")?,
+        ts: row.try_get("ts")?,
+        model: row.try_get("model")?,
+        key_id: row.try_get("key_id")?,
+        key_alias: row.try_get("key_alias")?,
+        team: row.try_get("team")?,
+        user: row.try_get("user_id")?,
+        status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
+        finish_reason: row.try_get("finish_reason")?,
+        prompt_tokens: row.try_get::<i64, _>("prompt_tokens")? as u64,
+        completion_tokens: row.try_get::<i64, _>("completion_tokens")? as u64,
+        cached_tokens: row.try_get::<i64, _>("cached_tokens")? as u64,
+        cost: row.try_get("cost")?,
+        ttft_s: row.try_get("ttft_s")?,
+        tpot_s: row.try_get("tpot_s")?,
+        latency_s: row.try_get("latency_s")?,
+        overhead_s: row.try_get("overhead_s")?,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> anyhow::Result<ApiKey> {
+    let opt_u64 = |name: &str| -> anyhow::Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(name)?.map(|v| v as u64)) };
+    let models: Option<String> = row.try_get("models")?;
+    let period: Option<String> = row.try_get("budget_period")?;
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        hash: row.try_get("key_hash")?,
+        alias: row.try_get("alias")?,
+        team: row.try_get("team")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        models: models.map(|models| models.split(',').map(str::to_string).collect()),
+        rpm_limit: opt_u64("rpm_limit")?,
+        tpm_limit: opt_u64("tpm_limit")?,
+        max_budget: row.try_get("max_budget")?,
+        budget_period: period.as_deref().and_then(crate::config::BudgetPeriod::parse),
+        max_tokens: opt_u64("max_tokens")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
