@@ -15,10 +15,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.decoder.forward(&ids, &pos, &attn, None)?;
     }
     let n = 50;
-    let t = Instant::now();
-    for _ in 0..n {
-        model.decoder.forward(&ids, &pos, &attn, None)?;
+    let time = || -> Result<f64, candle_core::Error> {
+        let t = Instant::now();
+        for _ in 0..n {
+            model.decoder.forward(&ids, &pos, &attn, None)?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
+    };
+    let pool = rayon::ThreadPoolBuilder::new().build()?;
+    for _ in 0..3 {
+        let outside = time()?;
+        let inside = pool.install(time)?;
+        println!("{outside:.2} ms per forward from outside the pool, {inside:.2} ms from inside");
     }
-    println!("{:.2} ms per forward", t.elapsed().as_secs_f64() * 1e3 / n as f64);
     Ok(())
 }

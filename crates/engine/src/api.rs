@@ -148,6 +148,8 @@ pub struct EngineStats {
     pub kv_blocks_free: usize,
     /// Fraction of blocks in use, 0..1.
     pub kv_usage: f64,
+    /// Tokens whose KV the running sequences hold (with `kv_blocks_*`, this gives the slot waste).
+    pub kv_tokens_held: usize,
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
     pub preemptions: u64,

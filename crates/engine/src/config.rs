@@ -13,6 +13,9 @@ pub struct EngineConfig {
     /// KV cache size in bytes; when unset, a fraction of available memory.
     pub kv_cache_memory: Option<u64>,
     pub kv_cache_memory_fraction: f64,
+    /// On a GPU without `kv_cache_memory`: the fraction of free device memory (after the weights)
+    /// given to the KV cache.
+    pub gpu_memory_utilization: f64,
     /// Waiting requests beyond this are refused (overload).
     pub max_waiting_requests: usize,
     pub enable_prefix_caching: bool,
@@ -30,6 +33,7 @@ impl Default for EngineConfig {
             block_size: 16,
             kv_cache_memory: None,
             kv_cache_memory_fraction: 0.1,
+            gpu_memory_utilization: 0.9,
             max_waiting_requests: 1024,
             enable_prefix_caching: true,
             max_model_len: None,
@@ -39,10 +43,17 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Blocks that fit the KV budget.
+    /// Blocks that fit the KV budget (CPU memory).
     pub fn num_kv_blocks(&self, model: &ModelConfig, dtype_size: usize) -> usize {
-        let bytes =
-            self.kv_cache_memory.unwrap_or_else(|| (available_memory() as f64 * self.kv_cache_memory_fraction) as u64);
+        self.num_kv_blocks_with(model, dtype_size, None)
+    }
+
+    /// Blocks that fit the KV budget; `gpu_free` is the device's free memory when on a GPU.
+    pub fn num_kv_blocks_with(&self, model: &ModelConfig, dtype_size: usize, gpu_free: Option<u64>) -> usize {
+        let bytes = self.kv_cache_memory.unwrap_or_else(|| match gpu_free {
+            Some(free) => (free as f64 * self.gpu_memory_utilization.clamp(0.0, 1.0)) as u64,
+            None => (available_memory() as f64 * self.kv_cache_memory_fraction) as u64,
+        });
         let per_block = (model.kv_bytes_per_token(dtype_size) * self.block_size.max(1)) as u64;
         (bytes / per_block.max(1)) as usize
     }

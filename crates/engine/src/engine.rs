@@ -53,12 +53,22 @@ impl Engine {
     pub fn new(model: LoadedModel, config: &EngineConfig) -> Result<Self, EngineError> {
         let model_config = model.decoder.config().clone();
         let dtype_size = model.decoder.dtype().size_in_bytes();
-        let num_blocks = config.num_kv_blocks(&model_config, dtype_size);
+        let gpu_free = crate::launch::gpu_free_memory(model.decoder.device());
+        let num_blocks = config.num_kv_blocks_with(&model_config, dtype_size, gpu_free);
         if num_blocks == 0 {
             return Err(EngineError::Load("the KV cache budget is smaller than one block".into()));
         }
         let max_model_len = config.max_model_len(&model_config, num_blocks);
-        tracing::info!(num_blocks, tokens = num_blocks * config.block_size, max_model_len, "KV cache sized");
+        let kv_gib =
+            (num_blocks * config.block_size * model_config.kv_bytes_per_token(dtype_size)) as f64 / (1u64 << 30) as f64;
+        tracing::info!(
+            num_blocks,
+            tokens = num_blocks * config.block_size,
+            max_model_len,
+            kv_gib,
+            gpu_free,
+            "KV cache sized"
+        );
         let runner = ModelRunner::new(model.decoder, num_blocks, config.block_size)
             .map_err(|e| EngineError::Load(e.to_string()))?;
         let kv = KvCacheManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
@@ -116,6 +126,7 @@ impl Engine {
             kv_blocks_total: pool.num_blocks(),
             kv_blocks_free: pool.num_free(),
             kv_usage: pool.usage(),
+            kv_tokens_held: self.scheduler.tokens_held(),
             prefix_cache_queries: self.scheduler.prefix_cache_queries,
             prefix_cache_hits: self.scheduler.prefix_cache_hits,
             preemptions: self.scheduler.preemptions,

@@ -62,9 +62,15 @@ impl EngineHandle {
             max_waiting,
             thread: Mutex::new(None),
         };
+        // The loop runs on a worker of its own compute pool, so parallel kernels split work with
+        // the loop's thread instead of waking a separate pool and sleeping on every op.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("sconce-worker-{i}"))
+            .build()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         let thread = std::thread::Builder::new()
             .name("sconce-engine".into())
-            .spawn(move || run_loop(engine, rx, shared))
+            .spawn(move || pool.install(|| run_loop(engine, rx, shared)))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         if let Ok(mut slot) = inner.thread.lock() {
             *slot = Some(thread);

@@ -1,7 +1,7 @@
 //! From a model name to a running engine.
 
 use candle_core::{DType, Device};
-use sconce_modeling::{load_model, parse_dtype, FetchOptions};
+use sconce_modeling::{dummy_config, load_dummy, load_model, parse_dtype, FetchOptions, LoadedModel};
 
 use crate::api::EngineError;
 use crate::config::EngineConfig;
@@ -19,11 +19,48 @@ pub struct LoadOptions {
     /// The name clients use; defaults to the model spec.
     pub served_model_name: Option<String>,
     pub allow_hub: bool,
+    /// `auto` (files) or `dummy` (random weights of `model_config`'s shape, no files).
+    pub load_format: String,
+    /// For `dummy`: a catalog name with a `[config]` table or a config.json path; defaults to the model spec.
+    pub model_config: Option<String>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: "cpu".into(), dtype: None, served_model_name: None, allow_hub: true }
+        Self {
+            device: "cpu".into(),
+            dtype: None,
+            served_model_name: None,
+            allow_hub: true,
+            load_format: "auto".into(),
+            model_config: None,
+        }
+    }
+}
+
+/// Free memory of a CUDA device in bytes; `None` on the CPU (or when it cannot be read).
+pub fn gpu_free_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(dev) = device {
+        return dev.cuda_stream().context().mem_get_info().ok().map(|(free, _)| free as u64);
+    }
+    let _ = device;
+    None
+}
+
+/// Loads `model` per `load.load_format` on `device`.
+pub fn load_for(model: &str, load: &LoadOptions, dtype: DType, device: &Device) -> Result<LoadedModel, EngineError> {
+    let err = |e: sconce_modeling::ModelError| EngineError::Load(e.to_string());
+    match load.load_format.as_str() {
+        "auto" | "" => {
+            let fetch = FetchOptions { allow_hub: load.allow_hub, ..FetchOptions::default() };
+            load_model(model, dtype, device, &fetch).map_err(err)
+        }
+        "dummy" => {
+            let config = dummy_config(load.model_config.as_deref().unwrap_or(model)).map_err(err)?;
+            load_dummy(model, &config, dtype, device).map_err(err)
+        }
+        other => Err(EngineError::Load(format!("unknown load format `{other}` (use auto or dummy)"))),
     }
 }
 
@@ -49,8 +86,7 @@ pub fn launch(model: &str, load: &LoadOptions, config: EngineConfig) -> Result<E
         None if device.is_cpu() => DType::F16,
         None => DType::BF16,
     };
-    let fetch = FetchOptions { allow_hub: load.allow_hub, ..FetchOptions::default() };
-    let mut loaded = load_model(model, dtype, &device, &fetch).map_err(|e| EngineError::Load(e.to_string()))?;
+    let mut loaded = load_for(model, load, dtype, &device)?;
     if let Some(name) = &load.served_model_name {
         loaded.name = name.clone();
     }

@@ -18,6 +18,6 @@ pub use api::*;
 pub use config::{available_memory, EngineConfig};
 pub use engine::{Engine, SampledToken, StepOutcome};
 pub use handle::{EngineHandle, RequestStream};
-pub use launch::{launch, parse_device, LoadOptions};
+pub use launch::{gpu_free_memory, launch, load_for, parse_device, LoadOptions};
 pub use output::DeltaSink;
 pub use validate::validate_request;

@@ -34,11 +34,18 @@ impl Auth {
             .filter(|secret| !secret.is_empty())
             .ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
         if self.admin_hash.as_deref() == Some(hash_key(secret).as_str()) {
-            return Ok(Principal { key_id: "admin".into(), alias: "admin".into(), is_admin: true, ..Principal::default() });
+            return Ok(Principal {
+                key_id: "admin".into(),
+                alias: "admin".into(),
+                is_admin: true,
+                ..Principal::default()
+            });
         }
-        let key = self.keys.find(secret).filter(|key| key.is_active(now)).ok_or_else(|| {
-            unauthorized("incorrect, revoked or expired API key")
-        })?;
+        let key = self
+            .keys
+            .find(secret)
+            .filter(|key| key.is_active(now))
+            .ok_or_else(|| unauthorized("incorrect, revoked or expired API key"))?;
         Ok(Principal {
             key_id: key.id.clone(),
             alias: key.alias.clone(),

@@ -8,7 +8,7 @@ use crate::redis_store::RedisStore;
 
 /// Spend counters keyed by scope (`key:<id>` or `team:<name>`) and period start.
 pub struct SpendBook {
-    local: Mutex<HashMap<(String, i64), f64>>,
+    local: Mutex<HashMap<(String, BudgetPeriod, i64), f64>>,
     redis: Option<RedisStore>,
 }
 
@@ -20,19 +20,19 @@ impl SpendBook {
     /// Seeds a local counter (from the ledger at startup).
     pub fn seed(&self, scope: &str, period: BudgetPeriod, now: i64, amount: f64) {
         let start = period_start(period, now);
-        *self.lock().entry((scope.to_string(), start)).or_insert(0.0) += amount;
+        *self.lock().entry((scope.to_string(), period, start)).or_insert(0.0) += amount;
     }
 
     /// What `scope` spent in the current `period`.
     pub async fn spent(&self, scope: &str, period: BudgetPeriod, now: i64) -> f64 {
         let start = period_start(period, now);
         if let Some(redis) = &self.redis {
-            match redis.spend(&counter(scope, start)).await {
+            match redis.spend(&counter(scope, period, start)).await {
                 Ok(spent) => return spent,
                 Err(error) => tracing::warn!(%error, "redis spend read failed; using the local counter"),
             }
         }
-        self.lock().get(&(scope.to_string(), start)).copied().unwrap_or(0.0)
+        self.lock().get(&(scope.to_string(), period, start)).copied().unwrap_or(0.0)
     }
 
     /// Adds `amount` to both of the scope's periods.
@@ -42,16 +42,16 @@ impl SpendBook {
         }
         for period in [BudgetPeriod::Day, BudgetPeriod::Month] {
             let start = period_start(period, now);
-            *self.lock().entry((scope.to_string(), start)).or_insert(0.0) += amount;
+            *self.lock().entry((scope.to_string(), period, start)).or_insert(0.0) += amount;
             if let Some(redis) = &self.redis {
-                if let Err(error) = redis.add_spend(&counter(scope, start), amount, 32 * 86_400).await {
+                if let Err(error) = redis.add_spend(&counter(scope, period, start), amount, 32 * 86_400).await {
                     tracing::warn!(%error, "redis spend update failed");
                 }
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), f64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, BudgetPeriod, i64), f64>> {
         match self.local.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -59,8 +59,8 @@ impl SpendBook {
     }
 }
 
-fn counter(scope: &str, start: i64) -> String {
-    format!("sconce:spend:{scope}:{start}")
+fn counter(scope: &str, period: BudgetPeriod, start: i64) -> String {
+    format!("sconce:spend:{scope}:{}:{start}", period.as_str())
 }
 
 /// Unix seconds at which the UTC day or month containing `now` began.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Turns the ops layer on (keys, limits, metering, ledger).
@@ -20,22 +20,62 @@ pub struct GatewayConfig {
     pub redis_url: Option<String>,
     /// OTLP/HTTP endpoint for one span per request; none: no exporter.
     pub otlp_endpoint: Option<String>,
-    pub ledger: LedgerConfig,
+    /// The ledger writer commits at least this often; a kill -9 loses at most this much.
+    pub ledger_batch_interval_ms: u64,
+    pub ledger_batch_size: usize,
+    /// Rows waiting for the writer; beyond it rows are counted as dropped and logged.
+    pub ledger_queue_capacity: usize,
     /// Prices per model, in currency units per million tokens.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, Price>,
     /// Prices models without an entry in `prices` by their share of a GPU-hour.
     pub gpu_hour: Option<GpuHour>,
     /// Team budgets, by team name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub teams: BTreeMap<String, TeamConfig>,
+    /// Model groups, deployments, fallbacks and breakers (`[gateway.routing]`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub routing: crate::route::RoutingConfig,
+    /// The response cache (`[gateway.cache]`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub cache: crate::cache::CacheConfig,
+    /// Guardrail policies (`[[gateway.guardrails.policies]]`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub guardrails: crate::guard::GuardrailsConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let ledger = LedgerConfig::default();
+        Self {
+            enabled: false,
+            admin_key_env: None,
+            data_dir: None,
+            database_url: None,
+            redis_url: None,
+            otlp_endpoint: None,
+            ledger_batch_interval_ms: ledger.batch_interval_ms,
+            ledger_batch_size: ledger.batch_size,
+            ledger_queue_capacity: ledger.channel_capacity,
+            prices: BTreeMap::new(),
+            gpu_hour: None,
+            teams: BTreeMap::new(),
+            routing: Default::default(),
+            cache: Default::default(),
+            guardrails: Default::default(),
+        }
+    }
+}
+
+/// The ledger writer's settings.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LedgerConfig {
-    /// The writer commits a batch at least this often; a kill -9 loses at most this much.
     pub batch_interval_ms: u64,
     pub batch_size: usize,
-    /// Rows waiting for the writer; beyond it rows are counted as dropped and logged.
     pub channel_capacity: usize,
 }
 
@@ -94,6 +134,14 @@ impl BudgetPeriod {
 }
 
 impl GatewayConfig {
+    pub fn ledger(&self) -> LedgerConfig {
+        LedgerConfig {
+            batch_interval_ms: self.ledger_batch_interval_ms,
+            batch_size: self.ledger_batch_size,
+            channel_capacity: self.ledger_queue_capacity,
+        }
+    }
+
     /// The admin key from the configured environment variable, if set and non-empty.
     pub fn admin_key(&self) -> Option<String> {
         let name = self.admin_key_env.as_deref()?;

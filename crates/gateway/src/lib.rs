@@ -16,8 +16,8 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod meter;
-pub mod ops;
 pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod redis_store;
 pub mod store;
@@ -54,6 +54,8 @@ pub struct CallContext {
     pub received: Instant,
     /// Times the innermost backend writes for the outer stages to read.
     pub marks: Arc<Marks>,
+    /// Per-request routing and caching hints from headers (part 2).
+    pub hints: route::RequestHints,
 }
 
 impl CallContext {
@@ -62,7 +64,7 @@ impl CallContext {
     }
 
     pub fn received_at(request_id: impl Into<String>, principal: Principal, received: Instant) -> Self {
-        Self { request_id: request_id.into(), principal, received, marks: Arc::default() }
+        Self { request_id: request_id.into(), principal, received, marks: Arc::default(), hints: Default::default() }
     }
 }
 

@@ -12,12 +12,11 @@ use governor::{Quota, RateLimiter};
 
 use crate::redis_store::RedisStore;
 
-type Gcra = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    DefaultClock,
-    StateInformationMiddleware,
->;
+type Gcra =
+    RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// Per (key, unit): the limit the bucket was built for, and the bucket.
+type Buckets = HashMap<(String, Unit), Arc<(u64, Gcra)>>;
 
 /// One limit decision, enough for the `x-ratelimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +46,7 @@ impl Unit {
 
 /// RPM and TPM buckets for all keys.
 pub struct RateLimits {
-    local: Mutex<HashMap<(String, Unit), Arc<(u64, Gcra)>>>,
+    local: Mutex<Buckets>,
     redis: Option<RedisStore>,
 }
 

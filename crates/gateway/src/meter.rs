@@ -141,8 +141,10 @@ impl Tally {
             (None, Some(timings)) if self.status == 200 => timings.time_to_first_token + overhead,
             _ => latency,
         };
-        let tpot = if completion > 1 { (latency.saturating_sub(ttft)).as_secs_f64() / (completion - 1) as f64 } else { 0.0 };
-        let finish_reason = self.finish_reason.unwrap_or_else(|| if self.status == 499 { "cancelled".into() } else { String::new() });
+        let tpot =
+            if completion > 1 { (latency.saturating_sub(ttft)).as_secs_f64() / (completion - 1) as f64 } else { 0.0 };
+        let finish_reason =
+            self.finish_reason.unwrap_or_else(|| if self.status == 499 { "cancelled".into() } else { String::new() });
         UsageRecord {
             request_id: self.ctx.request_id,
             ts: self.ts,

@@ -2,7 +2,7 @@
 //! (chosen by admins), never raw keys or users.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, CounterVec, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub struct GatewayMetrics {
@@ -17,14 +17,18 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// The registry, for stages that add their own series (routing, cache, guardrails).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> anyhow::Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("sconce_gateway_requests_total", "Gateway requests by model, key alias and status"),
             &["model", "key", "status"],
         )?;
-        let tokens =
-            IntCounterVec::new(Opts::new("sconce_gateway_tokens_total", "Metered tokens by type"), &["type"])?;
+        let tokens = IntCounterVec::new(Opts::new("sconce_gateway_tokens_total", "Metered tokens by type"), &["type"])?;
         let spend = CounterVec::new(Opts::new("sconce_gateway_spend_total", "Metered cost by model"), &["model"])?;
         let rejections = IntCounterVec::new(
             Opts::new("sconce_gateway_rejections_total", "Requests refused by a limit or budget"),

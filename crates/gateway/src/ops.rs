@@ -33,7 +33,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Opens the database and Redis (when configured) and starts the ledger writer.
-    pub async fn open(config: GatewayConfig) -> anyhow::Result<Arc<Self>> {
+    /// `admin_key` is usually [`GatewayConfig::admin_key`].
+    pub async fn open(config: GatewayConfig, admin_key: Option<String>) -> anyhow::Result<Arc<Self>> {
         let store = Store::open(&config.resolved_database_url()).await?;
         let redis = match config.redis_url.as_deref() {
             Some(url) => Some(RedisStore::connect(url).await?),
@@ -47,8 +48,8 @@ impl Gateway {
         }
         let config = Arc::new(config);
         let metrics = Arc::new(GatewayMetrics::new()?);
-        let ledger = Ledger::start(store.clone(), &config.ledger);
-        let auth = Auth::new(keys, config.admin_key().as_deref());
+        let ledger = Ledger::start(store.clone(), &config.ledger());
+        let auth = Auth::new(keys, admin_key.as_deref());
         let policy = Arc::new(PolicyState {
             config: config.clone(),
             limits: RateLimits::new(redis),

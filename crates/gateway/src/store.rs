@@ -73,21 +73,21 @@ impl Store {
 
     /// Revokes by id or alias; returns how many keys it revoked.
     pub async fn revoke_key(&self, id_or_alias: &str, now: i64) -> anyhow::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR alias = $2) AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id_or_alias)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR alias = $2) AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id_or_alias)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected())
     }
 
     /// Writes rows in one transaction: all of the batch or none of it.
     pub async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        for row in rows {
-            insert_usage_row(row).execute(&mut *tx).await?;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = usage_insert_sql(chunk.len());
+            bind_usage_rows(sqlx::query(&sql), chunk).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -108,10 +108,12 @@ impl Store {
 
     /// Spend since `start` per key id and per team, to seed budget counters.
     pub async fn spend_since(&self, start: i64) -> anyhow::Result<Vec<(String, String, f64)>> {
-        let rows = sqlx::query("SELECT key_id, team, SUM(cost) AS spent FROM usage_ledger WHERE ts >= $1 GROUP BY key_id, team")
-            .bind(start)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT key_id, team, SUM(cost) AS spent FROM usage_ledger WHERE ts >= $1 GROUP BY key_id, team",
+        )
+        .bind(start)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| Ok((row.try_get("key_id")?, row.try_get("team")?, row.try_get::<f64, _>("spent")?)))
             .collect()
@@ -137,29 +139,52 @@ fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
     Ok(if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") })
 }
 
-fn insert_usage_row(row: &UsageRecord) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-    sqlx::query(
+/// Rows per multi-row INSERT (17 parameters each, well under SQLite's limit).
+const ROWS_PER_INSERT: usize = 64;
+const USAGE_COLUMNS: usize = 17;
+
+/// `($1, …, $17), ($18, …)`: placeholders for `rows` rows.
+fn usage_placeholders(rows: usize) -> String {
+    let tuple = |row: usize| {
+        let params: Vec<String> = (1..=USAGE_COLUMNS).map(|col| format!("${}", row * USAGE_COLUMNS + col)).collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
+}
+
+fn usage_insert_sql(rows: usize) -> String {
+    format!(
         "INSERT INTO usage_ledger (request_id, ts, model, key_id, key_alias, team, user_id, status, finish_reason, \
          prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         VALUES {} ON CONFLICT (request_id) DO NOTHING",
+        usage_placeholders(rows)
     )
-    .bind(&row.request_id)
-    .bind(row.ts)
-    .bind(&row.model)
-    .bind(&row.key_id)
-    .bind(&row.key_alias)
-    .bind(&row.team)
-    .bind(&row.user)
-    .bind(i64::from(row.status))
-    .bind(&row.finish_reason)
-    .bind(row.prompt_tokens as i64)
-    .bind(row.completion_tokens as i64)
-    .bind(row.cached_tokens as i64)
-    .bind(row.cost)
-    .bind(row.ttft_s)
-    .bind(row.tpot_s)
-    .bind(row.latency_s)
-    .bind(row.overhead_s)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_usage_rows<'q>(mut query: AnyQuery<'q>, rows: &'q [UsageRecord]) -> AnyQuery<'q> {
+    for row in rows {
+        query = query
+            .bind(&row.request_id)
+            .bind(row.ts)
+            .bind(&row.model)
+            .bind(&row.key_id)
+            .bind(&row.key_alias)
+            .bind(&row.team)
+            .bind(&row.user)
+            .bind(i64::from(row.status))
+            .bind(&row.finish_reason)
+            .bind(row.prompt_tokens as i64)
+            .bind(row.completion_tokens as i64)
+            .bind(row.cached_tokens as i64)
+            .bind(row.cost)
+            .bind(row.ttft_s)
+            .bind(row.tpot_s)
+            .bind(row.latency_s)
+            .bind(row.overhead_s);
+    }
+    query
 }
 
 fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
@@ -185,7 +210,8 @@ fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
 }
 
 fn key_from_row(row: &AnyRow) -> anyhow::Result<ApiKey> {
-    let opt_u64 = |name: &str| -> anyhow::Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(name)?.map(|v| v as u64)) };
+    let opt_u64 =
+        |name: &str| -> anyhow::Result<Option<u64>> { Ok(row.try_get::<Option<i64>, _>(name)?.map(|v| v as u64)) };
     let models: Option<String> = row.try_get("models")?;
     let period: Option<String> = row.try_get("budget_period")?;
     Ok(ApiKey {

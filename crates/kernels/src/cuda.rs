@@ -2,9 +2,11 @@
 
 use std::sync::OnceLock;
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
+};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId};
-use candle_core::{DType, Error, Layout, Result};
+use candle_core::{Error, Layout, Result};
 use half::{bf16, f16};
 
 mod ptx {
@@ -44,11 +46,7 @@ static ARCH: OnceLock<u32> = OnceLock::new();
 
 /// Loads `{name}_{suffix}` from the module built from `kernels/{module}.cu`, trying the newest PTX
 /// first and falling back when the driver rejects it.
-pub(crate) fn func<T: KernelType>(
-    dev: &CudaDevice,
-    module: &str,
-    name: &str,
-) -> Result<candle_core::cuda_backend::CudaFunc> {
+pub(crate) fn func<T: KernelType>(dev: &CudaDevice, module: &str, name: &str) -> Result<CudaFunction> {
     let entry = format!("{name}_{}", T::SUFFIX);
     let mut last = None;
     for &(m, arch, src) in ptx::PTX.iter().rev() {
@@ -58,7 +56,7 @@ pub(crate) fn func<T: KernelType>(
         match dev.get_or_load_custom_func(&entry, &format!("sconce_{module}_{arch}"), src) {
             Ok(f) => {
                 let _ = ARCH.set(arch);
-                return Ok(f);
+                return Ok(f.into_cuda_function());
             }
             Err(e) => last = Some(e),
         }
@@ -121,9 +119,4 @@ pub(crate) fn upload_meta(dev: &CudaDevice, m: &crate::AttentionMetadata) -> Res
         context_lens: up(&m.context_lens)?,
         block_tables: up(&m.block_tables)?,
     })
-}
-
-/// True for the dtypes the kernels are instantiated for.
-pub(crate) fn is_kernel_dtype(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
 }

@@ -1,5 +1,6 @@
 //! CUDA forward passes of [`PagedAttention`] and [`ReshapeAndCache`].
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::{Error, Layout, Result};
@@ -34,7 +35,7 @@ type Operand<'a> = (&'a CudaStorage, &'a Layout);
 impl PagedAttention {
     pub(crate) fn cuda_run(&self, q: Operand, k: Operand, v: Operand) -> Result<CudaStorage> {
         let d = self.dims(q.1, k.1, v.1)?;
-        if d.num_tokens == 0 || d.head_dim > 256 || d.head_dim % 2 != 0 {
+        if d.num_tokens == 0 || d.head_dim > 256 || !d.head_dim.is_multiple_of(2) {
             candle_core::bail!("paged_attention (cuda): unsupported shape {d:?}");
         }
         let dev = &q.0.device;
@@ -84,7 +85,8 @@ fn launch_attention<T: KernelType>(
     let mut part_acc = alloc::<f32>(dev, part * d.head_dim)?;
     let mut part_ml = alloc::<f32>(dev, part * 2)?;
     let f = func::<T>(dev, name, "paged_attention_split")?;
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     b.arg(&mut out).arg(&mut part_acc).arg(&mut part_ml).arg(&qv).arg(&kv).arg(&vv);
     b.arg(&meta.query_start_loc).arg(&meta.context_lens).arg(&meta.block_tables).arg(&args);
     let cfg = grid((dims_u32(d.num_tokens, "num_tokens")?, groups as u32, splits as u32), WARPS * 32);
@@ -92,7 +94,8 @@ fn launch_attention<T: KernelType>(
     unsafe { b.launch(cfg) }.map_err(Error::wrap)?;
     if splits > 1 {
         let f = func::<T>(dev, name, "paged_attention_reduce")?;
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         let (heads, dim, s) = (args.num_heads, args.head_dim, args.num_splits);
         b.arg(&mut out).arg(&part_acc).arg(&part_ml).arg(&heads).arg(&dim).arg(&s);
         let cfg = grid((d.num_tokens as u32, args.num_heads, 1), row_threads(d.head_dim));
@@ -105,6 +108,9 @@ fn launch_attention<T: KernelType>(
 /// Writes rows of `new` into `cache` at `slots` (u32); slots outside the cache are skipped.
 pub(crate) fn reshape_and_cache(cache: &mut CudaStorage, cl: &Layout, new: Operand, slots: Operand) -> Result<()> {
     let dtype = cache.dtype();
+    if new.0.dtype() != dtype || slots.0.dtype() != candle_core::DType::U32 {
+        candle_core::bail!("reshape_and_cache: cache and rows must share a dtype; slot_mapping must be u32");
+    }
     dispatch_float!(dtype, "reshape_and_cache", launch_cache(cache, cl, new, slots))
 }
 
@@ -122,7 +128,8 @@ fn launch_cache<T: KernelType>(cache: &mut CudaStorage, cl: &Layout, new: Operan
     let slot_view = view_u32(slots.0, slots.1, name)?;
     let mut dst = view_mut::<T>(cache, cl, name)?;
     let f = func::<T>(&dev, name, name)?;
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     let row32 = dims_u32(row, "row")?;
     b.arg(&mut dst).arg(&src).arg(&slot_view).arg(&row32).arg(&num_slots);
     // SAFETY: matches reshape_and_cache_* in kernels/reshape_and_cache.cu; one block per token.

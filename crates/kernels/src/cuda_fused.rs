@@ -1,5 +1,6 @@
 //! CUDA launches of the fused ops in `kernels/fused.cu`.
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::{Error, Layout, Result};
@@ -40,7 +41,8 @@ fn launch_norm<T: KernelType>(
         None => {
             out = alloc::<T>(dev, rows * dim)?;
             let f = func::<T>(dev, "fused", "rms_norm")?;
-            let mut b = f.builder();
+            let stream = dev.cuda_stream();
+            let mut b = stream.launch_builder(&f);
             b.arg(&mut out).arg(&xv).arg(&wv).arg(&dim32).arg(&eps);
             // SAFETY: matches rms_norm_* in kernels/fused.cu; one block per row.
             unsafe { b.launch(cfg) }.map_err(Error::wrap)?;
@@ -49,7 +51,8 @@ fn launch_norm<T: KernelType>(
             out = alloc::<T>(dev, 2 * rows * dim)?;
             let rv = view::<T>(r.0, r.1, "add_rms_norm")?;
             let f = func::<T>(dev, "fused", "add_rms_norm")?;
-            let mut b = f.builder();
+            let stream = dev.cuda_stream();
+            let mut b = stream.launch_builder(&f);
             b.arg(&mut out).arg(&xv).arg(&rv).arg(&wv).arg(&rows32).arg(&dim32).arg(&eps);
             // SAFETY: matches add_rms_norm_* in kernels/fused.cu; one block per row.
             unsafe { b.launch(cfg) }.map_err(Error::wrap)?;
@@ -68,11 +71,11 @@ fn launch_silu<T: KernelType>(x: Operand, rows: usize, n: usize) -> Result<CudaS
     let mut out = alloc::<T>(dev, rows * n)?;
     let n32 = dims_u32(n, "width")?;
     let f = func::<T>(dev, "fused", "silu_and_mul")?;
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     b.arg(&mut out).arg(&xv).arg(&n32);
     // SAFETY: matches silu_and_mul_* in kernels/fused.cu; one block per row.
-    unsafe { b.launch(grid((dims_u32(rows, "rows")?.max(1), 1, 1), row_threads(n).min(1024))) }
-        .map_err(Error::wrap)?;
+    unsafe { b.launch(grid((dims_u32(rows, "rows")?.max(1), 1, 1), row_threads(n).min(1024))) }.map_err(Error::wrap)?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 
@@ -110,7 +113,8 @@ fn launch_rotary<T: KernelType>(
     let mut xv = view_mut::<T>(x, xl, "rotary")?;
     let (h, r, d) = (dims_u32(heads, "heads")?, dims_u32(rot_heads, "rot_heads")?, dims_u32(dim, "head_dim")?);
     let f = func::<T>(&dev, "fused", "rotary")?;
-    let mut b = f.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&f);
     b.arg(&mut xv).arg(&cv).arg(&sv).arg(&h).arg(&r).arg(&d);
     let cfg = grid((dims_u32(tokens, "tokens")?, 1, 1), row_threads(rot_heads * dim / 2).min(512));
     // SAFETY: matches rotary_* in kernels/fused.cu; one block per token.

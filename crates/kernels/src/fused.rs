@@ -1,10 +1,11 @@
 //! Fused elementwise ops: RMSNorm (plain and with the residual add), rotary embedding in place,
 //! and SiLU-and-mul. The CPU versions are the references for the CUDA kernels in `kernels/fused.cu`.
 
+use candle_core::backend::BackendStorage;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp3, Layout, Result, Shape, Tensor};
 use candle_core::WithDType;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp3, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
 use crate::element::{contiguous, Element};

@@ -17,7 +17,9 @@ mod metadata;
 mod paged_attention;
 mod reshape_and_cache;
 
-pub use fused::{add_rms_norm, rms_norm, rotary_in_place, silu_and_mul, AddRmsNorm, RmsNorm, RotaryInPlace, SiluAndMul};
+pub use fused::{
+    add_rms_norm, rms_norm, rotary_in_place, silu_and_mul, AddRmsNorm, RmsNorm, RotaryInPlace, SiluAndMul,
+};
 pub use linear::{linear_f32_acc, HalfWeightLinear};
 pub use metadata::{AttentionMetadata, DeviceCopy};
 pub use paged_attention::{paged_attention, PagedAttention};

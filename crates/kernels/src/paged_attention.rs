@@ -38,17 +38,19 @@ pub(crate) struct Dims {
 }
 
 /// Query heads one GPU block serves: the largest divisor of the GQA group size that is at most 8.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn heads_per_block(group: usize) -> usize {
-    (1..=group.clamp(1, 8)).rev().find(|g| group % g == 0).unwrap_or(1)
+    (1..=group.clamp(1, 8)).rev().find(|g| group.is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// Split-K plan for the GPU kernel: `(splits, positions per split)`. Splits the context until the
 /// grid has enough blocks to fill the GPU, keeping at least 64 positions per split.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn plan_splits(num_tokens: usize, head_groups: usize, max_len: usize) -> (usize, usize) {
     const TARGET_BLOCKS: usize = 528; // about four per SM on a 132-SM H100
     let max_len = max_len.max(1);
     let blocks = (num_tokens * head_groups).max(1);
-    let splits = TARGET_BLOCKS.div_ceil(blocks).clamp(1, max_len.div_ceil(64).clamp(1, 64));
+    let splits = TARGET_BLOCKS.div_ceil(blocks).clamp(1, (max_len / 64).clamp(1, 64));
     let partition = max_len.div_ceil(splits);
     (max_len.div_ceil(partition), partition)
 }

@@ -43,18 +43,12 @@ impl InplaceOp3 for ReshapeAndCache {
         sl: &Layout,
     ) -> Result<()> {
         let name = self.name();
+        check_shapes(cl, nl, sl, name)?;
         let (_, _, kv_heads, head_dim) = cl.shape().dims4()?;
-        let (tokens, new_heads, new_dim) = nl.shape().dims3()?;
-        if (new_heads, new_dim) != (kv_heads, head_dim) {
-            candle_core::bail!("{name}: new rows {:?} do not fit cache {:?}", nl.shape(), cl.shape());
-        }
         let CpuStorage::U32(slots) = slots else {
             candle_core::bail!("{name}: slot_mapping must be u32");
         };
         let slots = contiguous(slots, sl, name)?;
-        if slots.len() != tokens {
-            candle_core::bail!("{name}: {} slots for {tokens} tokens", slots.len());
-        }
         let Some((start, end)) = cl.contiguous_offsets() else {
             candle_core::bail!("{name}: cache must be contiguous");
         };
@@ -84,9 +78,6 @@ impl InplaceOp3 for ReshapeAndCache {
         sl: &Layout,
     ) -> Result<()> {
         check_shapes(cl, nl, sl, self.name())?;
-        if cache.dtype() != new.dtype() || slots.dtype() != candle_core::DType::U32 {
-            candle_core::bail!("{}: dtype mismatch", self.name());
-        }
         crate::cuda_attention::reshape_and_cache(cache, cl, (new, nl), (slots, sl))
     }
 }

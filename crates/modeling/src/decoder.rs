@@ -7,7 +7,7 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::attention::Attention;
 use crate::config::ModelConfig;
 use crate::rope::{inverse_frequencies, RotaryEmbedding};
-use sconce_kernels::linear_f32_acc;
+use sconce_kernels::{add_rms_norm, linear_f32_acc, rotary_in_place, silu_and_mul};
 
 /// CPU runs activations in f32 whatever the weight dtype; GPUs compute in the weight dtype.
 pub fn activation_dtype(device: &Device, weight_dtype: DType) -> DType {
@@ -73,7 +73,11 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+        if x.device().is_cpu() {
+            candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+        } else {
+            sconce_kernels::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+        }
     }
 }
 
@@ -131,6 +135,13 @@ pub struct Decoder {
     rope: RotaryEmbedding,
     dtype: DType,
     device: Device,
+    /// Our fused kernels (GPU): add+RMSNorm, in-place RoPE on the QKV output, SiLU-and-mul.
+    fused: bool,
+}
+
+/// Fused kernels run on GPUs unless `SCONCE_UNFUSED=1`; the CPU keeps candle's ops.
+fn use_fused(device: &Device) -> bool {
+    !device.is_cpu() && std::env::var("SCONCE_UNFUSED").map_or(true, |v| v != "1")
 }
 
 impl Decoder {
@@ -157,6 +168,7 @@ impl Decoder {
             lm_head,
             rope,
             dtype,
+            fused: use_fused(vb.device()),
             device: vb.device().clone(),
         })
     }
@@ -172,6 +184,11 @@ impl Decoder {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Turns the fused-kernel path on or off (on by default on GPUs; tests use it on the CPU).
+    pub fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
     }
 
     /// Runs the flattened batch (`input_ids`, `positions`: u32 `[num_tokens]`) and returns f32
@@ -198,6 +215,11 @@ impl Decoder {
 
     fn layer_forward(&self, layer: &DecoderLayer, index: usize, x: &Tensor, step: &StepInputs) -> Result<Tensor> {
         let attn_out = self.attention_block(layer, index, &layer.input_norm.forward(x)?, step)?;
+        if self.fused {
+            let (x, h) = add_rms_norm(&attn_out, x, &layer.post_norm.weight, layer.post_norm.eps)?;
+            let act = silu_and_mul(&layer.gate_up.forward(&h)?)?;
+            return x + layer.down.forward(&act)?;
+        }
         let x = (x + attn_out)?;
         let gate_up = layer.gate_up.forward(&layer.post_norm.forward(&x)?)?;
         let inter = self.config.intermediate_size;
@@ -210,6 +232,9 @@ impl Decoder {
         let tokens = x.dim(0)?;
         let (q_width, kv_width) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let qkv = layer.qkv.forward(x)?;
+        if self.fused && layer.q_norm.is_none() {
+            return self.fused_attention(layer, index, qkv, step);
+        }
         let mut q = qkv.narrow(1, 0, q_width)?.reshape((tokens, c.num_heads, c.head_dim))?;
         let mut k = qkv.narrow(1, q_width, kv_width)?.reshape((tokens, c.num_kv_heads, c.head_dim))?;
         let v = qkv.narrow(1, q_width + kv_width, kv_width)?.reshape((tokens, c.num_kv_heads, c.head_dim))?;
@@ -221,5 +246,18 @@ impl Decoder {
         let k = RotaryEmbedding::apply(&k, &step.cos, &step.sin)?;
         let out = step.attention.forward(index, &q, &k, &v.contiguous()?)?;
         layer.o_proj.forward(&out.reshape((tokens, q_width))?)
+    }
+
+    /// GPU path: RoPE in place on the QKV projection's q and k heads, then paged attention.
+    fn fused_attention(&self, layer: &DecoderLayer, index: usize, qkv: Tensor, step: &StepInputs) -> Result<Tensor> {
+        let c = &self.config;
+        let tokens = qkv.dim(0)?;
+        let qkv = qkv.contiguous()?.reshape((tokens, c.num_heads + 2 * c.num_kv_heads, c.head_dim))?;
+        rotary_in_place(&qkv, &step.cos, &step.sin, c.num_heads + c.num_kv_heads)?;
+        let q = qkv.narrow(1, 0, c.num_heads)?.contiguous()?;
+        let k = qkv.narrow(1, c.num_heads, c.num_kv_heads)?.contiguous()?;
+        let v = qkv.narrow(1, c.num_heads + c.num_kv_heads, c.num_kv_heads)?.contiguous()?;
+        let out = step.attention.forward(index, &q, &k, &v)?;
+        layer.o_proj.forward(&out.reshape((tokens, c.num_heads * c.head_dim))?)
     }
 }

@@ -3,13 +3,15 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
+use crate::gateway::admin;
+use crate::gateway::http as gateway_http;
 use crate::http::{method_not_allowed, route_not_found};
 use crate::routes::{chat, completions, health, models};
 use crate::state::AppState;
@@ -30,8 +32,12 @@ pub fn build_app(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/version", get(health::version))
         .route("/metrics", get(health::metrics))
+        .route("/v1/usage", get(admin::usage))
+        .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/admin/keys/{id}", delete(admin::revoke_key))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gateway_http::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
         // Outermost last: set the id, then trace with it, then echo it back.
         .layer(PropagateRequestIdLayer::new(HeaderName::from_static(REQUEST_ID_HEADER)))

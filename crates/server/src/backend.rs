@@ -104,6 +104,8 @@ fn load_options(config: &Config) -> LoadOptions {
         dtype: config.model.dtype.clone(),
         served_model_name: config.model.served_model_name.clone(),
         allow_hub: config.model.allow_hub,
+        load_format: config.model.load_format.clone(),
+        model_config: config.model.model_config.clone(),
     }
 }
 
@@ -115,6 +117,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         block_size: engine.block_size,
         kv_cache_memory: engine.kv_cache_memory.map(|size| size.bytes()),
         kv_cache_memory_fraction: engine.kv_cache_memory_fraction,
+        gpu_memory_utilization: engine.gpu_memory_utilization,
         max_waiting_requests: engine.max_waiting_requests,
         enable_prefix_caching: engine.enable_prefix_caching,
         max_model_len: engine.max_model_len,

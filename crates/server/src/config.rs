@@ -21,6 +21,8 @@ pub struct Config {
     pub engine: EngineSettings,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// The LLMOps layer: keys, limits, metering and the usage ledger.
+    pub gateway: sconce_gateway::config::GatewayConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,10 @@ pub struct ModelConfig {
     pub device: String,
     pub dtype: Option<String>,
     pub allow_hub: bool,
+    /// `auto` (model files) or `dummy` (random weights of `model_config`'s shape, no files).
+    pub load_format: String,
+    /// For `dummy`: catalog name or config.json path (defaults to `name`).
+    pub model_config: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -58,6 +64,8 @@ impl Default for ModelConfig {
             device: "cpu".into(),
             dtype: None,
             allow_hub: true,
+            load_format: "auto".into(),
+            model_config: None,
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct EngineSettings {
     pub block_size: usize,
     pub kv_cache_memory: Option<ByteSize>,
     pub kv_cache_memory_fraction: f64,
+    /// On a GPU: fraction of free device memory (after the weights) for the KV cache.
+    pub gpu_memory_utilization: f64,
     pub max_waiting_requests: usize,
     pub enable_prefix_caching: bool,
     pub max_model_len: Option<usize>,
@@ -83,6 +93,7 @@ impl Default for EngineSettings {
             block_size: 16,
             kv_cache_memory: None,
             kv_cache_memory_fraction: 0.1,
+            gpu_memory_utilization: 0.9,
             max_waiting_requests: 1024,
             enable_prefix_caching: true,
             max_model_len: None,
@@ -189,6 +200,12 @@ pub struct ModelArgs {
     /// `f32`, `f16` or `bf16`.
     #[arg(long, env = "SCONCE_DTYPE")]
     pub dtype: Option<String>,
+    /// `auto` (model files) or `dummy` (random weights, no files; see --model-config).
+    #[arg(long, env = "SCONCE_LOAD_FORMAT")]
+    pub load_format: Option<String>,
+    /// For `--load-format dummy`: catalog name or config.json path (defaults to --model).
+    #[arg(long, env = "SCONCE_MODEL_CONFIG")]
+    pub model_config: Option<String>,
 }
 
 /// Engine sizing flags, shared by every subcommand that runs the engine.
@@ -209,6 +226,9 @@ pub struct EngineArgs {
     /// Waiting requests beyond this get 429.
     #[arg(long, env = "SCONCE_MAX_WAITING_REQUESTS")]
     pub max_waiting_requests: Option<usize>,
+    /// On a GPU without --kv-cache-memory: fraction of free device memory for the KV cache (default 0.9).
+    #[arg(long, env = "SCONCE_GPU_MEMORY_UTILIZATION")]
+    pub gpu_memory_utilization: Option<f64>,
 }
 
 /// HTTP server flags.
@@ -276,6 +296,10 @@ impl Config {
         if args.dtype.is_some() {
             self.model.dtype = args.dtype.clone();
         }
+        set(&mut self.model.load_format, &args.load_format);
+        if args.model_config.is_some() {
+            self.model.model_config = args.model_config.clone();
+        }
     }
 
     pub fn apply_engine_args(&mut self, args: &EngineArgs) {
@@ -283,6 +307,7 @@ impl Config {
         set(&mut engine.max_num_seqs, &args.max_num_seqs);
         set(&mut engine.max_num_batched_tokens, &args.max_num_batched_tokens);
         set(&mut engine.max_waiting_requests, &args.max_waiting_requests);
+        set(&mut engine.gpu_memory_utilization, &args.gpu_memory_utilization);
         if args.kv_cache_memory.is_some() {
             engine.kv_cache_memory = args.kv_cache_memory;
         }

@@ -123,6 +123,9 @@ pub fn engine_error(error: EngineError, prompt_param: &str) -> ApiError {
     }
 }
 
+/// Called on every delta of a [`DeltaStream`] (the gateway reads engine timings).
+type DeltaHook = Box<dyn Fn(&Delta) + Send>;
+
 /// All deltas of one API request, merged across prompts, with metrics and usage
 /// tallied on the way. Dropping it aborts whatever is still generating.
 pub struct DeltaStream {
@@ -134,6 +137,7 @@ pub struct DeltaStream {
     prompt_usage: Vec<Option<(usize, usize)>>,
     completion_tokens: usize,
     last_token_at: Vec<Option<Instant>>,
+    hook: Option<DeltaHook>,
     _in_flight: InFlightGuard,
 }
 
@@ -156,8 +160,15 @@ impl DeltaStream {
             prompt_usage: vec![None; prompts],
             completion_tokens: 0,
             last_token_at: vec![None; choices],
+            hook: None,
             _in_flight: guard,
         }
+    }
+
+    /// Calls `hook` on every delta as it passes.
+    pub fn on_delta(mut self, hook: impl Fn(&Delta) + Send + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
     }
 
     pub fn choices(&self) -> usize {
@@ -190,6 +201,9 @@ impl DeltaStream {
     }
 
     fn observe(&mut self, delta: &Delta) {
+        if let Some(hook) = &self.hook {
+            hook(delta);
+        }
         let now = Instant::now();
         let metrics = self.state.metrics();
         if let Some(slot) = self.last_token_at.get_mut(delta.index) {

@@ -7,6 +7,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod generation;
 pub mod http;
 pub mod logging;

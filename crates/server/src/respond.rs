@@ -58,7 +58,7 @@ fn events<F: ResponseFormat>(
 }
 
 /// One SSE event; a chunk that cannot be serialized becomes an error event.
-fn event<T: Serialize>(chunk: &T) -> Event {
+pub(crate) fn event<T: Serialize>(chunk: &T) -> Event {
     match serde_json::to_string(chunk) {
         Ok(json) => Event::default().data(json),
         Err(error) => {
@@ -69,7 +69,12 @@ fn event<T: Serialize>(chunk: &T) -> Event {
 }
 
 /// Runs the request to the end and answers with one JSON body.
-pub async fn collect<F: ResponseFormat>(mut format: F, mut deltas: DeltaStream) -> Result<Response, ApiError> {
+pub async fn collect<F: ResponseFormat>(format: F, deltas: DeltaStream) -> Result<Response, ApiError> {
+    Ok(Json(collect_value(format, deltas).await?).into_response())
+}
+
+/// Runs the request to the end and returns the response value.
+pub async fn collect_value<F: ResponseFormat>(mut format: F, mut deltas: DeltaStream) -> Result<F::Response, ApiError> {
     for chunk in format.opening(deltas.choices()) {
         format.absorb(chunk);
     }
@@ -81,9 +86,9 @@ pub async fn collect<F: ResponseFormat>(mut format: F, mut deltas: DeltaStream) 
     if !deltas.is_complete() {
         return Err(stopped_early());
     }
-    Ok(Json(format.into_response(deltas.usage())).into_response())
+    Ok(format.into_response(deltas.usage()))
 }
 
-fn stopped_early() -> ApiError {
+pub fn stopped_early() -> ApiError {
     ApiError::internal("the engine stopped before the request finished")
 }

@@ -42,6 +42,7 @@ pub fn serve(
 /// Serves until `shutdown` resolves, then drains. Errors if the model fails to load.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state = AppState::new(settings(&config));
+    crate::gateway::install(&state, &config.gateway).await.context("cannot start the gateway")?;
     let address = (config.server.host.as_str(), config.server.port);
     let listener = TcpListener::bind(address)
         .await
@@ -57,6 +58,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = close.send(());
     if tokio::time::timeout(CLOSE_GRACE, server).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
+    }
+    if let Some(handle) = state.gateway() {
+        handle.gateway.close().await;
     }
     if let Some(backend) = state.backend().cloned() {
         tokio::task::spawn_blocking(move || backend.shutdown()).await?;

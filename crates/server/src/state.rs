@@ -1,13 +1,14 @@
 //! Shared server state: the engine once loaded, metrics, readiness and in-flight tracking.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sconce_protocol::ApiError;
 use tokio::sync::Notify;
 
 use crate::backend::Backend;
+use crate::gateway::GatewayHandle;
 use crate::metrics::Metrics;
 
 /// Settings the HTTP layer needs, fixed at startup.
@@ -33,6 +34,7 @@ struct Loaded {
 struct Shared {
     settings: ServerSettings,
     loaded: OnceLock<Loaded>,
+    gateway: OnceLock<GatewayHandle>,
     draining: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -49,6 +51,7 @@ impl AppState {
         let shared = Shared {
             settings,
             loaded: OnceLock::new(),
+            gateway: OnceLock::new(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -65,6 +68,20 @@ impl AppState {
             anyhow::bail!("the model is already loaded");
         }
         Ok(())
+    }
+
+    /// Turns the ops layer on; only the first call counts.
+    pub fn set_gateway(&self, gateway: GatewayHandle) {
+        let _ = self.shared.gateway.set(gateway);
+    }
+
+    pub fn gateway(&self) -> Option<&GatewayHandle> {
+        self.shared.gateway.get()
+    }
+
+    /// A handle that does not keep the state alive (for the gateway's innermost backend).
+    pub fn downgrade(&self) -> WeakAppState {
+        WeakAppState(Arc::downgrade(&self.shared))
     }
 
     pub fn backend(&self) -> Option<&Backend> {
@@ -136,6 +153,15 @@ impl AppState {
             }
             notified.await;
         }
+    }
+}
+
+#[derive(Clone)]
+pub struct WeakAppState(Weak<Shared>);
+
+impl WeakAppState {
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|shared| AppState { shared })
     }
 }
 

@@ -77,6 +77,11 @@ impl Scheduler {
         self.running.len()
     }
 
+    /// Tokens with KV in the cache across running sequences.
+    pub fn tokens_held(&self) -> usize {
+        self.running.iter().filter_map(|k| self.seqs.get(k)).map(|s| s.num_computed).sum()
+    }
+
     pub fn has_work(&self) -> bool {
         !self.waiting.is_empty() || !self.running.is_empty()
     }

@@ -3,6 +3,7 @@
 //! prompts and (as they stream) to generated text.
 
 mod config;
+mod layer;
 mod lexicon;
 pub mod metrics;
 pub mod pii;
@@ -12,6 +13,7 @@ mod stream;
 use std::sync::{Arc, OnceLock};
 
 pub use config::{Action, GuardrailsConfig, PolicyConfig};
+pub use layer::{policy_violation, GuardLayer};
 pub use lexicon::Lexicon;
 pub use policy::{Policy, Verdict};
 pub use stream::{OutputGuard, StreamStep};

@@ -48,7 +48,9 @@ fn compile(pattern: &str) -> Regex {
 impl Default for PiiDetectors {
     fn default() -> Self {
         Self {
-            email: compile(r"(?i)\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b"),
+            email: compile(
+                r"(?i)\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b",
+            ),
             phone: compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}\b|\+\d{8,15}\b"),
             card: compile(r"\b\d(?:[ -]?\d){12,18}\b"),
             iban: compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
@@ -77,8 +79,16 @@ impl PiiDetectors {
 
     fn detect_ip(&self, text: &str, out: &mut Vec<Finding>) {
         push_matches(&self.ipv4, IP_ADDRESS, text, out, |s| s.parse::<Ipv4Addr>().is_ok());
-        if text.contains(':') {
-            push_matches(&self.ipv6, IP_ADDRESS, text, out, is_ipv6);
+        if !text.contains(':') {
+            return;
+        }
+        let bytes = text.as_bytes();
+        let word = |i: usize| bytes.get(i).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b':');
+        for m in self.ipv6.find_iter(text) {
+            let bounded = (m.start() == 0 || !word(m.start() - 1)) && !word(m.end());
+            if bounded && is_ipv6(m.as_str()) {
+                out.push(Finding { check: IP_ADDRESS, start: m.start(), end: m.end() });
+            }
         }
     }
 }
@@ -105,9 +115,19 @@ pub fn luhn_valid(text: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_card(text: &str) -> bool {

@@ -4,7 +4,7 @@ use regex::Regex;
 
 use super::config::{Action, PolicyConfig};
 use super::lexicon::{self, Lexicon};
-use super::{check_names, mask, pii, shared_injection, shared_pii, Finding};
+use super::{check_names, mask, shared_injection, shared_pii, Finding};
 use super::{BLOCKED_KEYWORD, BLOCKED_PATTERN, LENGTH, LOW_CONFIDENCE, PROMPT_INJECTION, TOXICITY};
 
 /// What the checks on one text decided.
@@ -150,7 +150,14 @@ impl Policy {
         }
     }
 
-    fn find_scored(&self, lex: &Lexicon, threshold: f32, check: &'static str, text: &str, out: &mut Vec<Finding>) -> bool {
+    fn find_scored(
+        &self,
+        lex: &Lexicon,
+        threshold: f32,
+        check: &'static str,
+        text: &str,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         if lex.score(text) < threshold {
             return false;
         }
@@ -175,9 +182,5 @@ impl Policy {
     /// The toxicity lexicon's keep-probability for `text` (for streams).
     pub(crate) fn toxicity_keep(&self, text: &str) -> f32 {
         1.0 - self.toxicity.score(text)
-    }
-
-    pub(crate) fn is_pii(check: &str) -> bool {
-        pii::ALL.contains(&check)
     }
 }

@@ -38,8 +38,12 @@ fn credit_cards_need_luhn_and_length() {
 
 #[test]
 fn iban_truth_table() {
-    for valid in ["DE89370400440532013000", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "FR1420041010050500013M02606"]
-    {
+    for valid in [
+        "DE89370400440532013000",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "FR1420041010050500013M02606",
+    ] {
         assert!(iban_valid(valid), "{valid}");
     }
     for invalid in ["DE89370400440532013001", "GB82WEST12345698765431", "XX00", "de89370400440532013000"] {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use sconce_engine::{launch, EngineConfig, EngineHandle, GenerateRequest, LoadOptions, SamplingParams};
+use sconce_engine::{launch, EngineConfig, EngineHandle, GenerateRequest, SamplingParams};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -24,6 +24,8 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long)]
     pub dtype: Option<String>,
+    #[command(flatten)]
+    pub load_format: super::load::LoadFormatArgs,
     #[arg(long, default_value_t = 512 << 20)]
     pub kv_cache_memory: u64,
     #[arg(long, default_value_t = 2048)]
@@ -41,7 +43,7 @@ struct Sample {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let load = LoadOptions { device: args.device.clone(), dtype: args.dtype.clone(), ..LoadOptions::default() };
+    let load = args.load_format.options(&args.device, args.dtype.clone());
     let config = EngineConfig {
         kv_cache_memory: Some(args.kv_cache_memory),
         max_num_batched_tokens: args.max_num_batched_tokens,
@@ -52,18 +54,57 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let engine = launch(&args.model, &load, config)?;
     let vocab = engine.model_info().vocab_size as u32;
     if !args.json {
-        println!("| concurrency | requests | output tok/s | TTFT p50 ms | TPOT p50 ms | peak RSS MiB |");
-        println!("|---|---|---|---|---|---|");
+        println!("| concurrency | requests | output tok/s | TTFT p50 ms | TPOT p50 ms | peak RSS MiB | KV waste % |");
+        println!("|---|---|---|---|---|---|---|");
     }
     for &c in &args.concurrency {
         let prompts = random_prompts(args.num_prompts, args.input_len, vocab, c as u64);
         let started = Instant::now();
+        let waste = KvWasteProbe::start(engine.clone());
         let samples = run_level(&engine, prompts, c.max(1), args.output_len);
         let elapsed = started.elapsed().as_secs_f64();
-        report(&args, c, &samples, elapsed);
+        report(&args, c, &samples, elapsed, waste.finish());
     }
     engine.shutdown();
     Ok(())
+}
+
+/// Samples KV slot waste (allocated but unfilled slots / allocated slots) while a level runs.
+struct KvWasteProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl KvWasteProbe {
+    fn start(engine: EngineHandle) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let block_size = engine.model_info().block_size;
+        let thread = std::thread::spawn(move || {
+            let (mut sum, mut n) = (0.0, 0usize);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = engine.stats();
+                let slots = (s.kv_blocks_total - s.kv_blocks_free) * block_size;
+                if slots > 0 && s.num_waiting == 0 {
+                    sum += 1.0 - (s.kv_tokens_held as f64 / slots as f64).min(1.0);
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if n == 0 {
+                0.0
+            } else {
+                sum / n as f64
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Mean waste in percent.
+    fn finish(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0.0) * 100.0
+    }
 }
 
 fn random_prompts(n: usize, len: usize, vocab: u32, seed: u64) -> Vec<Vec<u32>> {
@@ -131,7 +172,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn report(args: &BenchArgs, concurrency: usize, samples: &[Sample], elapsed: f64) {
+fn report(args: &BenchArgs, concurrency: usize, samples: &[Sample], elapsed: f64, kv_waste_pct: f64) {
     let tokens: usize = samples.iter().map(|s| s.output_tokens).sum();
     let tps = tokens as f64 / elapsed;
     let ttft = median(samples.iter().map(|s| s.ttft).collect());
@@ -139,10 +180,13 @@ fn report(args: &BenchArgs, concurrency: usize, samples: &[Sample], elapsed: f64
     let rss = peak_rss_mib();
     if args.json {
         println!(
-            "{{\"concurrency\":{concurrency},\"requests\":{},\"output_tok_s\":{tps:.2},\"ttft_p50_ms\":{ttft:.2},\"tpot_p50_ms\":{tpot:.2},\"peak_rss_mib\":{rss:.0}}}",
+            "{{\"concurrency\":{concurrency},\"requests\":{},\"output_tok_s\":{tps:.2},\"ttft_p50_ms\":{ttft:.2},\"tpot_p50_ms\":{tpot:.2},\"peak_rss_mib\":{rss:.0},\"kv_waste_pct\":{kv_waste_pct:.2}}}",
             samples.len()
         );
     } else {
-        println!("| {concurrency} | {} | {tps:.1} | {ttft:.1} | {tpot:.2} | {rss:.0} |", samples.len());
+        println!(
+            "| {concurrency} | {} | {tps:.1} | {ttft:.1} | {tpot:.2} | {rss:.0} | {kv_waste_pct:.1} |",
+            samples.len()
+        );
     }
 }

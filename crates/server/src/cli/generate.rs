@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use sconce_engine::{launch, EngineConfig, GenerateRequest, LoadOptions, SamplingParams};
+use sconce_engine::{launch, EngineConfig, GenerateRequest, SamplingParams};
 use sconce_text::ChatMessage;
 
 #[derive(Debug, Args)]
@@ -41,6 +41,8 @@ pub struct GenerateArgs {
     pub device: String,
     #[arg(long)]
     pub dtype: Option<String>,
+    #[command(flatten)]
+    pub load_format: super::load::LoadFormatArgs,
     /// KV cache size in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub kv_cache_memory: u64,
@@ -67,7 +69,7 @@ impl GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let load = LoadOptions { device: args.device.clone(), dtype: args.dtype.clone(), ..LoadOptions::default() };
+    let load = args.load_format.options(&args.device, args.dtype.clone());
     let config = EngineConfig { kv_cache_memory: Some(args.kv_cache_memory), ..EngineConfig::default() };
     let engine = launch(&args.model, &load, config)?;
     let prompt = if args.chat {

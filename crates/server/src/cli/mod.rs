@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod generate;
+pub mod keys;
+pub mod load;
 pub mod models;
 pub mod serve;
 
@@ -27,6 +29,8 @@ pub enum Command {
     },
     /// Measure engine throughput in-process (closed loop, random prompts).
     Bench(bench::BenchArgs),
+    /// Create, list or revoke gateway API keys.
+    Keys(keys::KeysArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -35,5 +39,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Models { command } => models::run(command),
         Command::Bench(args) => bench::run(args),
+        Command::Keys(args) => keys::run(args),
     }
 }

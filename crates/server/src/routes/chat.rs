@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use sconce_protocol::chat::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
     ChatDelta, Role, CHAT_CHUNK_OBJECT, CHAT_OBJECT,
@@ -10,15 +11,36 @@ use sconce_protocol::logprobs::{ChatLogprobs, ChatTokenLogprob, TopLogprob};
 use sconce_protocol::{ApiError, Usage};
 
 use crate::backend::{Delta, TokenLogprob, TokenText};
-use crate::generation::{self, GenerationSpec, ResponseMeta};
+use crate::gateway::http::Caller;
+use crate::generation::{self, DeltaStream, GenerationSpec, ResponseMeta};
 use crate::http::{ApiJson, HttpError};
 use crate::respond::{self, ResponseFormat};
 use crate::state::AppState;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, HttpError> {
+    if let Some(gateway) = state.gateway() {
+        let hints = crate::gateway::stages::hints(&headers);
+        return Ok(crate::gateway::http::chat(gateway, caller.map(|Extension(caller)| caller), request, hints).await);
+    }
+    let (format, deltas) = prepare(&state, &request)?;
+    if request.sampling.is_stream() {
+        let include_usage = format.include_usage;
+        Ok(respond::stream(format, deltas, include_usage))
+    } else {
+        Ok(respond::collect(format, deltas).await?)
+    }
+}
+
+/// Validates, tokenizes and submits one chat request.
+pub(crate) fn prepare(
+    state: &AppState,
+    request: &ChatCompletionRequest,
+) -> Result<(ChatFormat, DeltaStream), ApiError> {
     request.validate()?;
     let backend = state.serving_backend()?;
     state.check_model(backend, request.model.as_deref())?;
@@ -37,23 +59,18 @@ pub async fn chat_completions(
         prompt_param: "messages",
     };
     let meta = ResponseMeta::new("chatcmpl", &backend.info().name);
-    let deltas = generation::start(&state, backend, &meta, vec![prompt], &spec)?;
-    let include_usage = request.sampling.include_usage();
+    let deltas = generation::start(state, backend, &meta, vec![prompt], &spec)?;
     let format = ChatFormat {
         meta,
         tokens: backend.token_text(),
-        include_usage,
+        include_usage: request.sampling.include_usage(),
         logprobs: request.logprobs_count().is_some(),
         choices: Vec::new(),
     };
-    if request.sampling.is_stream() {
-        Ok(respond::stream(format, deltas, include_usage))
-    } else {
-        Ok(respond::collect(format, deltas).await?)
-    }
+    Ok((format, deltas))
 }
 
-struct ChatFormat {
+pub(crate) struct ChatFormat {
     meta: ResponseMeta,
     tokens: TokenText,
     include_usage: bool,

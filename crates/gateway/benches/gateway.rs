@@ -1,0 +1,96 @@
+//! Guardrail input checks on a 4 KB prompt, cache hits, and routing overhead.
+//! Run: `cargo bench -p sconce-gateway --bench gateway`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::future::BoxFuture;
+use sconce_gateway::cache::replay::static_reply;
+use sconce_gateway::cache::{CacheConfig, CacheLayer, ResponseCache};
+use sconce_gateway::guard::{Action, Policy, PolicyConfig};
+use sconce_gateway::route::{DeploymentConfig, GroupConfig, Router, RoutingConfig};
+use sconce_gateway::{CallContext, ChatBackend, ChatCall, ChatOutcome, ChatResult, Layer, Principal, SharedBackend};
+
+/// Every input check on, each blocking.
+fn all_checks() -> Policy {
+    let checks = ["PII", "BLOCKED_PATTERN", "BLOCKED_KEYWORD", "TOXICITY", "PROMPT_INJECTION", "LENGTH"];
+    let config = PolicyConfig {
+        input: checks.iter().map(|c| (c.to_string(), Action::Block)).collect::<BTreeMap<_, _>>(),
+        blocked_patterns: vec![r"(?i)\bproject-\d{4}\b".into(), r"\binternal only\b".into()],
+        blocked_keywords: vec!["falcon".into(), "codename".into(), "top secret".into()],
+        max_input_chars: 8192,
+        ..PolicyConfig::default()
+    };
+    Policy::new(&config).unwrap()
+}
+
+/// A 4 KB prompt of prose and code, with nothing to find.
+fn prompt() -> String {
+    let para = "Please review the following function and explain what it does. It reads a config \
+                file, parses each line as key = value, and returns a map. fn parse(s: &str) -> Map { \
+                s.lines().filter_map(|l| l.split_once('=')).collect() } The team wants it faster. ";
+    para.repeat(4096 / para.len() + 1)[..4096].to_string()
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() * 99 / 100]
+}
+
+fn guard_bench(c: &mut Criterion) {
+    let policy = all_checks();
+    let text = prompt();
+    assert!(!policy.check_input(&text).is_blocked());
+    c.bench_function("guard/input_all_checks_4k", |b| b.iter(|| policy.check_input(std::hint::black_box(&text))));
+    let samples = (0..20_000)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(policy.check_input(&text));
+            start.elapsed()
+        })
+        .collect();
+    println!("guard/input_all_checks_4k p99 = {:?}", p99(samples));
+}
+
+struct Echo;
+
+impl ChatBackend for Echo {
+    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+        let stream = call.request.sampling.is_stream();
+        Box::pin(async move { Ok(ChatOutcome::new(static_reply("m", "Hello there, friend.", stream))) })
+    }
+}
+
+fn call(model: &str) -> ChatCall {
+    let json = serde_json::json!({"model": model, "temperature": 0, "messages": [{"role": "user", "content": "hi"}]});
+    ChatCall { request: serde_json::from_value(json).unwrap(), ctx: CallContext::new("r", Principal::default()) }
+}
+
+fn cache_bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cache = ResponseCache::new(CacheConfig { enabled: true, ..CacheConfig::default() }, None).unwrap();
+    let backend = CacheLayer(Arc::new(cache)).layer(Arc::new(Echo));
+    runtime.block_on(async {
+        backend.chat(call("m")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    });
+    c.bench_function("cache/hit_in_process", |b| b.iter(|| runtime.block_on(backend.chat(call("m"))).unwrap()));
+}
+
+fn route_bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deployments = ["a", "b", "c"].map(|n| DeploymentConfig { name: n.into(), ..DeploymentConfig::default() });
+    let mut config = RoutingConfig::default();
+    config.groups.push(GroupConfig { name: "g".into(), deployments: deployments.to_vec() });
+    let local = |_: &DeploymentConfig| Some(Arc::new(Echo) as SharedBackend);
+    let router = Router::new(config, &local, None).unwrap();
+    c.bench_function("route/direct_backend", |b| b.iter(|| runtime.block_on(Echo.chat(call("g"))).unwrap()));
+    c.bench_function("route/router_3_deployments", |b| b.iter(|| runtime.block_on(router.chat(call("g"))).unwrap()));
+}
+
+criterion_group!(benches, guard_bench, cache_bench, route_bench);
+criterion_main!(benches);

@@ -1,0 +1,88 @@
+//! The cache key: SHA-256 of the canonical request.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use sconce_protocol::chat::ChatCompletionRequest;
+
+/// Fields that change how the answer is delivered, not what it says.
+const DELIVERY_FIELDS: &[&str] = &["stream", "stream_options", "user", "priority"];
+
+/// Temperature 0, or a seed given.
+pub fn is_deterministic(request: &ChatCompletionRequest) -> bool {
+    request.sampling.temperature == Some(0.0) || request.sampling.seed.is_some()
+}
+
+/// Hex SHA-256 over the model, the messages and every sampling field, with object keys
+/// sorted and nulls dropped, plus the prompt version when one is used.
+pub fn cache_key(request: &ChatCompletionRequest, model: &str, prompt_version: Option<&str>) -> String {
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        for field in DELIVERY_FIELDS {
+            map.remove(*field);
+        }
+        map.insert("model".into(), Value::String(model.into()));
+        if let Some(version) = prompt_version {
+            map.insert("prompt_version".into(), Value::String(version.into()));
+        }
+    }
+    let mut hasher = Sha256::new();
+    write_canonical(&value, &mut hasher);
+    hex::encode(hasher.finalize())
+}
+
+fn write_canonical(value: &Value, out: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect();
+            keys.sort();
+            out.update(b"{");
+            for key in keys {
+                out.update(serde_json::to_string(key).unwrap_or_default().as_bytes());
+                out.update(b":");
+                write_canonical(&map[key], out);
+                out.update(b",");
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for item in items {
+                write_canonical(item, out);
+                out.update(b",");
+            }
+            out.update(b"]");
+        }
+        other => out.update(other.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request(json: serde_json::Value) -> ChatCompletionRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn key_ignores_delivery_and_order_but_not_params() {
+        let a = request(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 5}),
+        );
+        let b = request(
+            serde_json::json!({"max_tokens": 5, "stream": true, "temperature": 0.0, "messages": [{"content": "hi", "role": "user"}], "model": "m"}),
+        );
+        let c = request(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 6}),
+        );
+        assert_eq!(cache_key(&a, "m", None), cache_key(&b, "m", None));
+        assert_ne!(cache_key(&a, "m", None), cache_key(&c, "m", None));
+        assert_ne!(cache_key(&a, "m", None), cache_key(&a, "other", None));
+        assert_ne!(cache_key(&a, "m", None), cache_key(&a, "m", Some("v2")));
+        assert_eq!(cache_key(&a, "m", None).len(), 64);
+        assert!(is_deterministic(&a));
+        assert!(!is_deterministic(&request(serde_json::json!({"messages": []}))));
+    }
+}

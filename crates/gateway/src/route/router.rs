@@ -1,0 +1,298 @@
+//! The router: a `ChatBackend` that resolves aliases and `auto`, picks a deployment in
+//! the group, retries, falls back by cause, and keeps a breaker per deployment.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use sconce_protocol::ApiError;
+
+use super::auto::AutoFacts;
+use super::balance::{order, Load};
+use super::breaker::{BreakerState, CircuitBreaker};
+use super::config::{DeploymentConfig, RoutingConfig};
+use super::metrics::RouteMetrics;
+use super::remote::RemoteBackend;
+use super::retry::Cause;
+use crate::cache::replay::static_reply;
+use crate::{ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, SharedBackend};
+
+pub struct Deployment {
+    pub name: String,
+    model: String,
+    backend: SharedBackend,
+    pub breaker: CircuitBreaker,
+    pub load: Arc<Load>,
+    timeout: Duration,
+    remote_url: Option<String>,
+}
+
+struct Inner {
+    config: RoutingConfig,
+    deployments: Vec<Deployment>,
+    groups: BTreeMap<String, Vec<usize>>,
+    metrics: Option<RouteMetrics>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+/// `local` builds the backend of a deployment without a URL (the server's engine).
+pub fn build_deployment(
+    config: &RoutingConfig,
+    group: &str,
+    dep: &DeploymentConfig,
+    local: &dyn Fn(&DeploymentConfig) -> Option<SharedBackend>,
+) -> Result<Deployment, String> {
+    let model = dep.model.clone().unwrap_or_else(|| group.to_string());
+    let connect = Duration::from_secs_f64(config.connect_timeout_secs.max(0.001));
+    let backend: SharedBackend = match &dep.url {
+        Some(url) => Arc::new(RemoteBackend::new(url, dep.api_key.clone(), Some(model.clone()), connect)),
+        None => local(dep).ok_or_else(|| format!("deployment `{}`: no local model `{model}`", dep.name))?,
+    };
+    Ok(Deployment {
+        name: if dep.name.is_empty() { format!("{group}/{model}") } else { dep.name.clone() },
+        model,
+        backend,
+        breaker: CircuitBreaker::new(config.breaker.clone()),
+        load: Arc::default(),
+        timeout: Duration::from_secs_f64(dep.timeout_secs.unwrap_or(config.timeout_secs).max(0.001)),
+        remote_url: dep.url.clone(),
+    })
+}
+
+impl Router {
+    pub fn new(
+        config: RoutingConfig,
+        local: &dyn Fn(&DeploymentConfig) -> Option<SharedBackend>,
+        metrics: Option<RouteMetrics>,
+    ) -> Result<Self, String> {
+        let mut deployments = Vec::new();
+        let mut groups = BTreeMap::new();
+        for group in &config.groups {
+            let mut members = Vec::new();
+            for dep in &group.deployments {
+                members.push(deployments.len());
+                deployments.push(build_deployment(&config, &group.name, dep, local)?);
+            }
+            groups.insert(group.name.clone(), members);
+        }
+        let inner = Inner { config, deployments, groups, metrics };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Every name clients may send: groups, aliases and `auto` when tiers are set.
+    pub fn model_names(&self) -> Vec<String> {
+        let config = &self.inner.config;
+        let mut names: Vec<String> = self.inner.groups.keys().cloned().collect();
+        names.extend(config.aliases.keys().cloned());
+        if !config.auto.tiers.is_empty() {
+            names.push("auto".into());
+        }
+        names
+    }
+
+    pub fn deployments(&self) -> &[Deployment] {
+        &self.inner.deployments
+    }
+
+    /// Sconce upstreams' base URLs by deployment index, for KV-aware polling.
+    pub fn remote_urls(&self) -> Vec<(usize, String)> {
+        let deps = self.inner.deployments.iter().enumerate();
+        deps.filter_map(|(i, d)| d.remote_url.clone().map(|u| (i, u))).collect()
+    }
+
+    /// The group a requested name routes to (aliases and `auto` resolved).
+    pub fn resolve(&self, model: Option<&str>, facts: &AutoFacts, tier: Option<&str>) -> Result<String, ApiError> {
+        self.inner.resolve(model, facts, tier)
+    }
+}
+
+impl Inner {
+    fn resolve(&self, model: Option<&str>, facts: &AutoFacts, tier: Option<&str>) -> Result<String, ApiError> {
+        let mut name = match model {
+            Some(name) => name.to_string(),
+            None => self.groups.keys().next().cloned().ok_or_else(|| ApiError::model_not_found("(none)"))?,
+        };
+        if name == "auto" && !self.config.auto.tiers.is_empty() {
+            name = self.config.auto.model(facts, tier).unwrap_or_default().to_string();
+        }
+        for _ in 0..4 {
+            if self.groups.contains_key(&name) {
+                return Ok(name);
+            }
+            match self.config.aliases.get(&name) {
+                Some(target) => name = target.clone(),
+                None => break,
+            }
+        }
+        Err(ApiError::model_not_found(model.unwrap_or(&name)))
+    }
+
+    fn fallbacks(&self, group: &str, cause: Cause) -> &[String] {
+        let map = match cause {
+            Cause::ContextWindow => &self.config.context_window_fallbacks,
+            Cause::ContentPolicy => &self.config.content_policy_fallbacks,
+            _ => &self.config.fallbacks,
+        };
+        map.get(group).map_or(&[], Vec::as_slice)
+    }
+
+    fn note_state(&self, dep: &Deployment) {
+        if let Some(metrics) = &self.metrics {
+            metrics.state(&dep.name, dep.breaker.state(Instant::now()).code());
+        }
+    }
+}
+
+impl ChatBackend for Router {
+    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+        let inner = self.inner.clone();
+        Box::pin(async move { route(inner, call).await })
+    }
+}
+
+async fn route(inner: Arc<Inner>, call: ChatCall) -> ChatResult {
+    let facts = prompt_facts(&call);
+    let first = inner.resolve(call.request.model.as_deref(), &facts, call.ctx.hints.tier.as_deref())?;
+    let mut queue = VecDeque::from([(first.clone(), first)]);
+    let mut tried: Vec<String> = Vec::new();
+    let mut last = None;
+    while let Some((from, group)) = queue.pop_front() {
+        if tried.contains(&group) {
+            continue;
+        }
+        tried.push(group.clone());
+        match try_group(&inner, &group, &call).await {
+            Ok((mut outcome, dep)) => {
+                outcome.headers.push(("x-sconce-model", group));
+                outcome.headers.push(("x-sconce-deployment", dep));
+                outcome.headers.push(("x-sconce-attempted-fallbacks", (tried.len() - 1).to_string()));
+                return Ok(outcome);
+            }
+            Err(error) => {
+                let cause = Cause::of(&error);
+                if cause == Cause::Client {
+                    return Err(error.into());
+                }
+                for next in inner.fallbacks(&group, cause) {
+                    if let Some(metrics) = &inner.metrics {
+                        metrics.fallback(&from, next, cause.as_str());
+                    }
+                    queue.push_back((group.clone(), next.clone()));
+                }
+                last = Some(error);
+            }
+        }
+    }
+    last_resort(&inner, &call, last, tried.len())
+}
+
+fn last_resort(inner: &Inner, call: &ChatCall, last: Option<ApiError>, tried: usize) -> ChatResult {
+    let error = last.unwrap_or_else(|| ApiError::unavailable("no deployment could answer"));
+    let (Some(text), Cause::Retryable) = (&inner.config.static_fallback, Cause::of(&error)) else {
+        return Err(error.into());
+    };
+    let model = call.request.model.clone().unwrap_or_default();
+    let mut outcome = ChatOutcome::new(static_reply(&model, text, call.request.sampling.is_stream()));
+    outcome.headers.push(("x-sconce-model", model));
+    outcome.headers.push(("x-sconce-deployment", "static-fallback".into()));
+    outcome.headers.push(("x-sconce-attempted-fallbacks", tried.to_string()));
+    Ok(outcome)
+}
+
+fn prompt_facts(call: &ChatCall) -> AutoFacts {
+    let text: String = call.request.messages.iter().filter_map(|m| m.text().ok()).collect::<Vec<_>>().join("\n");
+    AutoFacts::from_text(&text, call.request.max_tokens())
+}
+
+/// Tries the group's open deployments, best first, until one answers.
+async fn try_group(inner: &Inner, group: &str, call: &ChatCall) -> Result<(ChatOutcome, String), ApiError> {
+    let members = inner.groups.get(group).map_or(&[][..], Vec::as_slice);
+    let now = Instant::now();
+    let mut candidates: Vec<usize> =
+        members.iter().copied().filter(|&i| inner.deployments[i].breaker.state(now) != BreakerState::Open).collect();
+    let loads: Vec<&Load> = inner.deployments.iter().map(|d| &*d.load).collect();
+    order(&loads, &mut candidates, inner.config.strategy, inner.config.kv_aware);
+    let mut last = ApiError::unavailable(format!("every deployment of `{group}` is unavailable (circuit open)"));
+    for index in candidates {
+        let dep = &inner.deployments[index];
+        if !dep.breaker.try_acquire(Instant::now()) {
+            continue;
+        }
+        match attempt(inner, dep, call).await {
+            Ok(outcome) => return Ok((outcome, dep.name.clone())),
+            Err(error) if Cause::of(&error) == Cause::Retryable => last = error,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last)
+}
+
+/// One deployment, with retries on retryable failures before any token was sent.
+async fn attempt(inner: &Inner, dep: &Deployment, call: &ChatCall) -> Result<ChatOutcome, ApiError> {
+    let retry = &inner.config.retry;
+    let mut tries = 0;
+    loop {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(dep.timeout, call_once(dep, call)).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout_error(dep)),
+        };
+        let cause = result.as_ref().err().map(Cause::of);
+        let failed = cause.is_some_and(Cause::is_deployment_failure);
+        dep.breaker.record(Instant::now(), !failed);
+        dep.load.observe_latency(Instant::now(), started.elapsed().as_secs_f64() * 1000.0);
+        inner.note_state(dep);
+        if let Some(metrics) = &inner.metrics {
+            metrics.attempt(&dep.name, if failed { "failure" } else { "success" });
+        }
+        if !failed || tries >= retry.max_retries || dep.breaker.state(Instant::now()) == BreakerState::Open {
+            return result;
+        }
+        tries += 1;
+        if let Some(metrics) = &inner.metrics {
+            metrics.retry(&dep.name);
+        }
+        tokio::time::sleep(retry.delay(tries)).await;
+    }
+}
+
+fn timeout_error(dep: &Deployment) -> ApiError {
+    ApiError {
+        status: 504,
+        kind: "upstream_error",
+        message: format!("deployment `{}` timed out after {:?}", dep.name, dep.timeout),
+        param: None,
+        code: Some("upstream_timeout"),
+    }
+}
+
+/// Calls the backend; a stream counts as answered once its first chunk arrives.
+async fn call_once(dep: &Deployment, call: &ChatCall) -> Result<ChatOutcome, ApiError> {
+    let guard = dep.load.start();
+    let mut request = call.request.clone();
+    request.model = Some(dep.model.clone());
+    let outcome = dep.backend.chat(ChatCall { request, ctx: call.ctx.clone() }).await.map_err(|f| f.error)?;
+    let ChatOutcome { reply, headers } = outcome;
+    let reply = match reply {
+        ChatReply::Full(response) => ChatReply::Full(response),
+        ChatReply::Stream(mut stream) => match stream.next().await {
+            Some(Ok(first)) => {
+                let rest = stream.map(move |item| {
+                    let _held = &guard;
+                    item
+                });
+                ChatReply::Stream(futures_util::stream::once(async { Ok(first) }).chain(rest).boxed())
+            }
+            Some(Err(error)) => return Err(error),
+            None => return Err(ApiError::unavailable("the upstream stream ended before its first chunk")),
+        },
+    };
+    Ok(ChatOutcome { reply, headers })
+}

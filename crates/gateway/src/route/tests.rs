@@ -1,0 +1,165 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sconce_protocol::chat::ChatCompletionRequest;
+use sconce_protocol::ApiError;
+
+use super::breaker::{BreakerConfig, BreakerState};
+use super::*;
+use crate::cache::replay::static_reply;
+use crate::{CallContext, ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, Principal, SharedBackend};
+
+/// Answers with its own name, or fails with `fail`.
+struct Named {
+    name: &'static str,
+    calls: AtomicUsize,
+    fail: Option<ApiError>,
+}
+
+impl ChatBackend for Named {
+    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (name, fail) = (self.name, self.fail.clone());
+        Box::pin(async move {
+            match fail {
+                Some(error) => Err(error.into()),
+                None => Ok(ChatOutcome::new(static_reply(name, name, call.request.sampling.is_stream()))),
+            }
+        })
+    }
+}
+
+fn named(name: &'static str, fail: Option<ApiError>) -> Arc<Named> {
+    Arc::new(Named { name, calls: AtomicUsize::new(0), fail })
+}
+
+fn call(model: &str, content: &str) -> ChatCall {
+    let json =
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 16});
+    let request: ChatCompletionRequest = serde_json::from_value(json).unwrap();
+    ChatCall { request, ctx: CallContext::new("r", Principal::default()) }
+}
+
+fn dep(name: &str, url: Option<&str>) -> DeploymentConfig {
+    DeploymentConfig { name: name.into(), url: url.map(String::from), ..DeploymentConfig::default() }
+}
+
+fn router(config: RoutingConfig, locals: Vec<(&'static str, Arc<Named>)>) -> Router {
+    let local =
+        move |d: &DeploymentConfig| locals.iter().find(|(n, _)| *n == d.name).map(|(_, b)| b.clone() as SharedBackend);
+    Router::new(config, &local, None).unwrap()
+}
+
+fn answered_by(outcome: &ChatOutcome) -> (String, String) {
+    let header = |k: &str| outcome.headers.iter().find(|(h, _)| *h == k).map(|(_, v)| v.clone()).unwrap();
+    let ChatReply::Full(response) = &outcome.reply else { panic!("full") };
+    (response.choices[0].message.content.clone(), header("x-sconce-deployment"))
+}
+
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+fn group_config(url: &str, threshold: u32) -> RoutingConfig {
+    let group = GroupConfig { name: "chat".into(), deployments: vec![dep("primary", Some(url)), dep("local", None)] };
+    RoutingConfig {
+        groups: vec![group],
+        breaker: BreakerConfig { failure_threshold: threshold, cooldown_secs: 0.3, ..BreakerConfig::default() },
+        retry: retry::RetryConfig { max_retries: 0, ..retry::RetryConfig::default() },
+        ..RoutingConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_closed_port_falls_through_to_the_next_deployment_and_opens_the_breaker() {
+    let url = closed_port();
+    let local = named("local", None);
+    let router = router(group_config(&url, 2), vec![("local", local.clone())]);
+    for _ in 0..4 {
+        let outcome = router.chat(call("chat", "hi")).await.unwrap();
+        assert_eq!(answered_by(&outcome).1, "local");
+    }
+    let primary = &router.deployments()[0];
+    assert_eq!(primary.breaker.state(std::time::Instant::now()), BreakerState::Open);
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    assert_eq!(primary.breaker.state(std::time::Instant::now()), BreakerState::HalfOpen);
+    router.chat(call("chat", "hi")).await.unwrap();
+    assert_eq!(primary.breaker.state(std::time::Instant::now()), BreakerState::Open, "the probe failed");
+}
+
+#[tokio::test]
+async fn fallbacks_follow_the_cause_and_static_is_last() {
+    let mut config = group_config(&closed_port(), 5);
+    config.groups[0].deployments.truncate(1);
+    config.groups.push(GroupConfig { name: "long".into(), deployments: vec![dep("long", None)] });
+    config.groups.push(GroupConfig { name: "backup".into(), deployments: vec![dep("backup", None)] });
+    config.fallbacks.insert("chat".into(), vec!["backup".into()]);
+    config.context_window_fallbacks.insert("backup".into(), vec!["long".into()]);
+    let backup = named("backup", Some(ApiError::context_length_exceeded("too long")));
+    let router = router(config.clone(), vec![("long", named("long", None)), ("backup", backup)]);
+    let outcome = router.chat(call("chat", "hi")).await.unwrap();
+    assert_eq!(answered_by(&outcome), ("long".into(), "long".into()));
+    assert!(outcome.headers.contains(&("x-sconce-attempted-fallbacks", "2".into())));
+
+    config.fallbacks.clear();
+    config.static_fallback = Some("Sorry, try later.".into());
+    let router2 = self::router(config, vec![("long", named("long", None)), ("backup", named("backup", None))]);
+    let outcome = router2.chat(call("chat", "hi")).await.unwrap();
+    assert_eq!(answered_by(&outcome), ("Sorry, try later.".into(), "static-fallback".into()));
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried_and_never_become_500() {
+    let bad = named("bad", Some(ApiError::invalid_request("nope")));
+    let mut config = RoutingConfig::default();
+    config.groups.push(GroupConfig { name: "g".into(), deployments: vec![dep("bad", None)] });
+    config.retry.max_retries = 3;
+    let router = router(config, vec![("bad", bad.clone())]);
+    let error = router.chat(call("g", "hi")).await.err().unwrap();
+    assert_eq!(error.error.status, 400);
+    assert_eq!(bad.calls.load(Ordering::SeqCst), 1);
+    let missing = router.chat(call("nope", "hi")).await.err().unwrap();
+    assert_eq!(missing.error.status, 404);
+}
+
+#[tokio::test]
+async fn retryable_failures_retry_then_count() {
+    let flaky = named("flaky", Some(ApiError::overloaded("busy")));
+    let mut config = RoutingConfig::default();
+    config.groups.push(GroupConfig { name: "g".into(), deployments: vec![dep("flaky", None)] });
+    config.retry = retry::RetryConfig { max_retries: 2, base_delay_ms: 1, max_delay_ms: 2 };
+    let router = router(config, vec![("flaky", flaky.clone())]);
+    let error = router.chat(call("g", "hi")).await.err().unwrap();
+    assert_eq!(error.error.status, 429);
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn auto_and_aliases_pick_groups() {
+    let mut config = RoutingConfig::default();
+    for name in ["small", "big"] {
+        config.groups.push(GroupConfig { name: name.into(), deployments: vec![dep(name, None)] });
+    }
+    config.aliases.insert("gpt-4o".into(), "big".into());
+    config.auto.tiers.insert("fast".into(), "small".into());
+    config.auto.tiers.insert("quality".into(), "gpt-4o".into());
+    config.auto.default_tier = "fast".into();
+    let router = router(config, vec![("small", named("small", None)), ("big", named("big", None))]);
+    let short = router.chat(call("auto", "What is 2+2?")).await.unwrap();
+    assert_eq!(answered_by(&short).1, "small");
+    let reasoning =
+        router.chat(call("auto", "Prove that there are infinitely many primes, step by step.")).await.unwrap();
+    assert_eq!(answered_by(&reasoning).1, "big");
+    let long = router.chat(call("auto", &"word ".repeat(3000))).await.unwrap();
+    assert_eq!(answered_by(&long).1, "big");
+    let mut tiered = call("auto", "hi");
+    tiered.ctx.hints.tier = Some("quality".into());
+    assert_eq!(answered_by(&router.chat(tiered).await.unwrap()).1, "big");
+    assert!(router.model_names().contains(&"auto".to_string()));
+}

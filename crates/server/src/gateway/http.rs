@@ -1,0 +1,99 @@
+//! The gateway's HTTP side: the auth middleware and the chat path through the stages.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use sconce_gateway::{CallContext, ChatCall, ChatReply, ChunkStream, ExtraHeaders, Principal};
+use sconce_protocol::chat::ChatCompletionRequest;
+use sconce_protocol::STREAM_DONE;
+
+use super::GatewayHandle;
+use crate::http::HttpError;
+use crate::respond::event;
+use crate::state::AppState;
+
+/// Who called and when the request arrived, set by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub received: Instant,
+}
+
+/// Paths that stay open with auth on (probes and scraping).
+const OPEN_PATHS: &[&str] = &["/health", "/ready", "/version", "/metrics"];
+
+/// Resolves the bearer key into a [`Caller`]; 401 in the OpenAI envelope when it fails.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let received = Instant::now();
+    let Some(handle) = state.gateway() else {
+        return next.run(request).await;
+    };
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let header = request.headers().get(AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match handle.gateway.auth.authenticate(header, sconce_gateway::usage::unix_now()) {
+        Ok(principal) => {
+            request.extensions_mut().insert(Caller { principal, received });
+            next.run(request).await
+        }
+        Err(error) => HttpError(error).into_response(),
+    }
+}
+
+/// Runs one chat request through the gateway stages.
+pub async fn chat(
+    handle: &GatewayHandle,
+    caller: Option<Caller>,
+    request: ChatCompletionRequest,
+    hints: sconce_gateway::route::RequestHints,
+) -> Response {
+    let include_usage = request.sampling.include_usage();
+    let (principal, received) =
+        caller.map_or_else(|| (Principal::default(), Instant::now()), |c| (c.principal, c.received));
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut ctx = CallContext::received_at(request_id, principal, received);
+    ctx.hints = hints;
+    match handle.pipeline.chat(ChatCall { request, ctx }).await {
+        Ok(outcome) => {
+            let response = match outcome.reply {
+                ChatReply::Full(body) => Json(body).into_response(),
+                ChatReply::Stream(stream) => sse(stream, include_usage),
+            };
+            with_headers(response, outcome.headers)
+        }
+        Err(failure) => with_headers(HttpError(failure.error).into_response(), failure.headers),
+    }
+}
+
+/// SSE of the chunks; the closing usage chunk only when the client asked for it.
+fn sse(stream: ChunkStream, include_usage: bool) -> Response {
+    let events = stream
+        .filter_map(move |item| {
+            std::future::ready(match item {
+                Ok(chunk) if !include_usage && chunk.choices.is_empty() && matches!(chunk.usage, Some(Some(_))) => None,
+                Ok(chunk) => Some(event(&chunk)),
+                Err(error) => Some(event(&error.envelope())),
+            })
+        })
+        .chain(futures_util::stream::once(std::future::ready(Event::default().data(STREAM_DONE))))
+        .map(Ok::<_, Infallible>);
+    Sse::new(events).into_response()
+}
+
+pub fn with_headers(mut response: Response, headers: ExtraHeaders) -> Response {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}

@@ -1,0 +1,82 @@
+//! The local engine as a [`ChatBackend`]: the gateway's innermost stage.
+
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use sconce_gateway::{BackendTimings, ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, ChunkStream, Marks};
+use sconce_protocol::ApiError;
+use std::sync::Arc;
+
+use crate::backend::Delta;
+use crate::generation::DeltaStream;
+use crate::respond::{self, ResponseFormat};
+use crate::routes::chat::{self, ChatFormat};
+use crate::state::{AppState, WeakAppState};
+
+pub struct LocalChat {
+    state: WeakAppState,
+}
+
+impl LocalChat {
+    pub fn new(state: &AppState) -> Self {
+        Self { state: state.downgrade() }
+    }
+}
+
+impl ChatBackend for LocalChat {
+    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+        let _ = call.ctx.marks.backend_start.set(Instant::now());
+        let state = self.state.upgrade();
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::unavailable("the server is shutting down"))?;
+            let (format, deltas) = chat::prepare(&state, &call.request)?;
+            let marks = call.ctx.marks.clone();
+            let reply = if call.request.sampling.is_stream() {
+                ChatReply::Stream(chunks(format, deltas, marks))
+            } else {
+                ChatReply::Full(Box::new(collect(format, deltas, marks).await?))
+            };
+            Ok(ChatOutcome::new(reply))
+        })
+    }
+}
+
+/// All chunks, always closed by the usage chunk (the HTTP layer hides it unless asked).
+fn chunks(mut format: ChatFormat, mut deltas: DeltaStream, marks: Arc<Marks>) -> ChunkStream {
+    Box::pin(async_stream::stream! {
+        for chunk in format.opening(deltas.choices()) {
+            yield Ok(chunk);
+        }
+        while let Some(delta) = deltas.next().await {
+            note_timings(&marks, &delta);
+            if let Some(chunk) = format.chunk(&delta) {
+                yield Ok(chunk);
+            }
+        }
+        if deltas.is_complete() {
+            yield Ok(format.usage_chunk(deltas.usage()));
+        } else {
+            yield Err(respond::stopped_early());
+        }
+    })
+}
+
+async fn collect(
+    format: ChatFormat,
+    deltas: DeltaStream,
+    marks: Arc<Marks>,
+) -> Result<sconce_protocol::chat::ChatCompletionResponse, ApiError> {
+    let deltas = deltas.on_delta(move |delta| note_timings(&marks, delta));
+    respond::collect_value(format, deltas).await
+}
+
+fn note_timings(marks: &Marks, delta: &Delta) {
+    if let Some(timings) = &delta.timings {
+        let _ = marks.timings.set(BackendTimings {
+            queued: timings.queued,
+            prefill: timings.prefill,
+            decode: timings.decode,
+            time_to_first_token: timings.time_to_first_token,
+        });
+    }
+}
