@@ -5,8 +5,8 @@
 # Never use an nvcc newer than 13.0: the device's 580 driver rejects newer PTX.
 SCONCE_CUDA_CACHE=${SCONCE_CUDA_CACHE:-$HOME/.cache/sconce-cuda}
 export CUDA_ROOT=$SCONCE_CUDA_CACHE/pycuda13/nvidia/cu13
-_sconce_wheels_nvcc="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-cccl==13.0.85"
-_sconce_wheels_libs="nvidia-cuda-runtime==13.0.96 nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.88"
+_sconce_wheels_nvcc="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-cuda-runtime==13.0.96"
+_sconce_wheels_libs="nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35 nvidia-cuda-nvrtc==13.0.88"
 _sconce_cuda_install() {
   local wheels=$_sconce_wheels_nvcc
   [ "${SCONCE_CUDA_NVCC_ONLY:-0}" = 1 ] || wheels="$wheels $_sconce_wheels_libs"
