@@ -135,13 +135,14 @@ pub struct Decoder {
     rope: RotaryEmbedding,
     dtype: DType,
     device: Device,
-    /// Our fused kernels (GPU): add+RMSNorm, in-place RoPE on the QKV output, SiLU-and-mul.
+    /// Our fused kernels: add+RMSNorm, in-place RoPE on the QKV output, SiLU-and-mul.
     fused: bool,
 }
 
-/// Fused kernels run on GPUs unless `SCONCE_UNFUSED=1`; the CPU keeps candle's ops.
-fn use_fused(device: &Device) -> bool {
-    !device.is_cpu() && std::env::var("SCONCE_UNFUSED").map_or(true, |v| v != "1")
+/// Fused kernels run unless `SCONCE_UNFUSED=1` (on CPU their reference code is ~4% faster per
+/// decode step than candle's separate ops).
+fn use_fused(_device: &Device) -> bool {
+    std::env::var("SCONCE_UNFUSED").map_or(true, |v| v != "1")
 }
 
 impl Decoder {
