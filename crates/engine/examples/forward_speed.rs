@@ -14,25 +14,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..3 {
         model.decoder.forward(&ids, &pos, &attn, None)?;
     }
-    let n = 50;
-    let time = || -> Result<f64, candle_core::Error> {
-        let t = Instant::now();
-        for _ in 0..n {
-            model.decoder.forward(&ids, &pos, &attn, None)?;
-        }
-        Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
-    };
     let pool = rayon::ThreadPoolBuilder::new().build()?;
-    let unfused = pool.install(time)?;
-    model.decoder.set_fused(true);
-    let time_fused = || -> Result<f64, candle_core::Error> {
-        let t = Instant::now();
-        for _ in 0..n {
-            model.decoder.forward(&ids, &pos, &attn, None)?;
-        }
-        Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
-    };
-    let fused = pool.install(time_fused)?;
-    println!("{unfused:.2} ms per forward with candle ops, {fused:.2} ms with the fused ops");
+    let mut timings = Vec::new();
+    for fused in [false, true] {
+        model.decoder.set_fused(fused);
+        let decoder = &model.decoder;
+        timings.push(pool.install(|| time_forwards(decoder, &ids, &pos, &attn, 50))?);
+    }
+    println!("{:.2} ms per forward with candle ops, {:.2} ms with the fused ops", timings[0], timings[1]);
     Ok(())
+}
+
+/// Mean milliseconds per forward over `n` forwards.
+fn time_forwards(
+    decoder: &sconce_modeling::Decoder,
+    ids: &Tensor,
+    pos: &Tensor,
+    attn: &ReferenceAttention,
+    n: usize,
+) -> candle_core::Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        decoder.forward(ids, pos, attn, None)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
 }

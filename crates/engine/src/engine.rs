@@ -200,29 +200,28 @@ impl Engine {
                 choice.timeline.first_scheduled.get_or_insert(now);
             }
         }
-        let prompt_logprob_keys: Vec<SeqKey> =
-            self.choices.iter().filter(|(_, c)| c.prompt_logprobs.is_some()).map(|(k, _)| *k).collect();
+        let wants_prompt_logprobs = |key: SeqKey| self.choices.get(&key).is_some_and(|c| c.prompt_logprobs.is_some());
         let batch = BatchPlan::build(
             &plan.chunks,
             |k| self.scheduler.get(k),
             self.info.block_size,
-            |seq, chunk| prompt_logprob_keys.contains(&seq.key) && chunk.start < seq.prompt_len,
+            |seq, chunk| wants_prompt_logprobs(seq.key) && chunk.start < seq.prompt_len,
         );
         let rows = batch.chunk_rows.clone();
         let logits = self.runner.execute(batch).map_err(|e| EngineError::Internal(e.to_string()))?;
         let vocab = logits.dim(1).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let logits: Vec<f32> =
+        let mut logits: Vec<f32> =
             logits.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| EngineError::Internal(e.to_string()))?;
         self.scheduler.complete(&plan);
         for (chunk, rows) in plan.chunks.iter().zip(rows) {
-            let row = |r: usize| &logits[r * vocab..(r + 1) * vocab];
             if rows.all_tokens {
-                self.collect_prompt_logprobs(chunk, &rows, &row);
+                self.collect_prompt_logprobs(chunk, &rows, &logits, vocab);
             }
             if rows.samples {
                 let last = if rows.all_tokens { rows.first_row + chunk.len - 1 } else { rows.first_row };
-                let mut row_logits = row(last).to_vec();
-                if let Some(sampled) = self.sample_and_emit(chunk.key, &mut row_logits) {
+                // Each row is sampled once, so the sampler may use it as scratch in place.
+                let row_logits = &mut logits[last * vocab..(last + 1) * vocab];
+                if let Some(sampled) = self.sample_and_emit(chunk.key, row_logits) {
                     outcome.sampled.push(sampled);
                 }
             }
@@ -235,12 +234,7 @@ impl Engine {
         self.scheduler.get(chunk.key).map_or(0, |s| s.prompt_len.saturating_sub(chunk.start).min(chunk.len))
     }
 
-    fn collect_prompt_logprobs<'a>(
-        &mut self,
-        chunk: &ScheduledChunk,
-        rows: &ChunkRows,
-        row: &impl Fn(usize) -> &'a [f32],
-    ) {
+    fn collect_prompt_logprobs(&mut self, chunk: &ScheduledChunk, rows: &ChunkRows, logits: &[f32], vocab: usize) {
         let (Some(seq), Some(choice)) = (self.scheduler.get(chunk.key), self.choices.get_mut(&chunk.key)) else {
             return;
         };
@@ -249,7 +243,8 @@ impl Engine {
         for offset in 0..chunk.len {
             let next = chunk.start + offset + 1;
             if next < seq.prompt_len {
-                let lp: TokenLogprob = logprobs_of(row(rows.first_row + offset), seq.tokens[next], top);
+                let row = rows.first_row + offset;
+                let lp: TokenLogprob = logprobs_of(&logits[row * vocab..(row + 1) * vocab], seq.tokens[next], top);
                 collected.push(Some(lp));
             }
         }

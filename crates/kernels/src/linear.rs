@@ -165,7 +165,6 @@ mod avx512 {
     /// Asks for rows `first..first + count` (when they exist) to be brought into cache.
     #[inline(always)]
     fn prefetch_rows<W: Lanes>(tile: &Tile<W>, first: usize, count: usize) {
-        let bytes = tile.inp * std::mem::size_of::<W>();
         let start = first * tile.inp;
         let end = ((first + count) * tile.inp).min(tile.w.len());
         if start >= end {
@@ -173,7 +172,6 @@ mod avx512 {
         }
         let base = tile.w[start..end].as_ptr().cast::<i8>();
         let total = (end - start) * std::mem::size_of::<W>();
-        let _ = bytes;
         for offset in (0..total).step_by(64) {
             // SAFETY: offset stays within the slice; prefetching never faults.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(offset)) };

@@ -112,10 +112,4 @@ impl BlockPool {
         self.hashes[id as usize] = Some(hash);
         self.cached.insert(hash, id);
     }
-
-    /// Drops every cached prefix (e.g. after a weight reload).
-    pub fn clear_cache(&mut self) {
-        self.cached.clear();
-        self.hashes.iter_mut().for_each(|h| *h = None);
-    }
 }
