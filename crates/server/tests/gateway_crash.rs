@@ -3,59 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{tiny_model_dir, user_messages, MODEL};
+use common::{spawn_serve, user_messages, wait_ready, MODEL};
 use serde_json::json;
 
 const BATCH_INTERVAL_MS: u64 = 200;
-
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sconce"))
-        .args(["serve", "--port", "0", "--served-model-name", MODEL, "--kv-cache-memory", "16MiB", "--config"])
-        .arg(config)
-        .arg("--model")
-        .arg(tiny_model_dir())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(address) = line.split("listening on ").nth(1) {
-                let _ = tx.send(address.trim().to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server logs its address");
-    Serve { child, base }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client.get(format!("{base}/ready")).send().await.map_or(true, |r| r.status() != 200) {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Sends requests in `workers` loops until the server dies; returns completion instants.
 async fn load(client: reqwest::Client, base: String, workers: usize) -> Arc<Mutex<Vec<Instant>>> {
@@ -84,7 +38,7 @@ async fn kill_9_under_load_loses_at_most_one_batch_interval() {
     );
     std::fs::write(&config, toml).unwrap();
     let client = reqwest::Client::new();
-    let mut serve = spawn(&config);
+    let mut serve = spawn_serve(MODEL, &config, &[]);
     wait_ready(&client, &serve.base).await;
     let done = load(client.clone(), serve.base.clone(), 8).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -105,7 +59,7 @@ async fn kill_9_under_load_loses_at_most_one_batch_interval() {
     assert!(rows.iter().all(|row| row.status == 200 && row.completion_tokens == 4 && row.prompt_tokens > 0));
 
     // A restart opens the same ledger and keeps appending.
-    let serve = spawn(&config);
+    let serve = spawn_serve(MODEL, &config, &[]);
     wait_ready(&client, &serve.base).await;
     let body = json!({"model": MODEL, "messages": user_messages("hi"), "max_tokens": 4, "ignore_eos": true});
     let response = client.post(format!("{}/v1/chat/completions", serve.base)).json(&body).send().await.unwrap();

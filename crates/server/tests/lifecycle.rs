@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{chunks, sse_data, tiny_model_dir, TestServer};
+use common::{chunks, spawn_serve, sse_data, wait_ready, TestServer};
 use serde_json::json;
 
 /// Long enough that the request is still generating when the client goes away.
@@ -45,55 +44,6 @@ async fn disconnect_mid_stream_aborts_and_frees_the_kv_blocks() {
     assert_eq!(server.state.in_flight(), 0);
 }
 
-/// The `sconce` binary on a free port; killed if the test fails early.
-struct ServeProcess {
-    child: Child,
-    base: String,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_serve() -> ServeProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sconce"))
-        .args(["serve", "--config", "/dev/null", "--port", "0", "--served-model-name", "tiny"])
-        .args(["--kv-cache-memory", "16MiB", "--drain-timeout", "20", "--model"])
-        .arg(tiny_model_dir())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(address) = line.split("listening on ").nth(1) {
-                let _ = address_tx.send(address.trim().to_string());
-            }
-        }
-    });
-    let base = address_rx.recv_timeout(Duration::from_secs(60)).expect("the server logs its address");
-    ServeProcess { child, base }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/ready")).send().await {
-            if response.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls `url` until it answers `status`; the signal is handled asynchronously.
 async fn wait_for_status(client: &reqwest::Client, url: &str, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -109,7 +59,7 @@ async fn wait_for_status(client: &reqwest::Client, url: &str, status: u16) {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
-    let mut serve = spawn_serve();
+    let mut serve = spawn_serve("tiny", std::path::Path::new("/dev/null"), &["--drain-timeout", "20"]);
     let client = reqwest::Client::new();
     wait_ready(&client, &serve.base).await;
 

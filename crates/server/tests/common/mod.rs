@@ -127,3 +127,55 @@ pub fn assert_envelope(body: &Value) -> &serde_json::Map<String, Value> {
 pub fn user_messages(text: &str) -> Value {
     serde_json::json!([{"role": "system", "content": "You are terse."}, {"role": "user", "content": text}])
 }
+
+/// The `sconce` binary serving the tiny model on a free port; killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sconce serve --config CONFIG` on the tiny model with 16 MiB of KV plus `extra` flags,
+/// and waits for the address it logs.
+pub fn spawn_serve(served_name: &str, config: &std::path::Path, extra: &[&str]) -> ServeProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sconce"))
+        .args(["serve", "--port", "0", "--served-model-name", served_name, "--kv-cache-memory", "16MiB"])
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .arg("--model")
+        .arg(tiny_model_dir())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(address) = line.split("listening on ").nth(1) {
+                let _ = address_tx.send(address.trim().to_string());
+            }
+        }
+    });
+    let base = address_rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the server logs its address");
+    ServeProcess { child, base }
+}
+
+/// Polls `/ready` until it answers 200 (at most 60 s).
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client.get(format!("{base}/ready")).send().await.map_or(true, |r| r.status() != 200) {
+        assert!(std::time::Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
