@@ -48,11 +48,13 @@ impl Unit {
 pub struct RateLimits {
     local: Mutex<Buckets>,
     redis: Option<RedisStore>,
+    /// One clock for all buckets: building a quanta clock runs CPUID, which traps in VMs.
+    clock: DefaultClock,
 }
 
 impl RateLimits {
     pub fn new(redis: Option<RedisStore>) -> Self {
-        Self { local: Mutex::new(HashMap::new()), redis }
+        Self { local: Mutex::new(HashMap::new()), redis, clock: DefaultClock::default() }
     }
 
     /// Takes `cells` from the key's per-minute bucket of `limit`.
@@ -73,7 +75,6 @@ impl RateLimits {
         let Some(n) = NonZeroU32::new(u32::try_from(cells).unwrap_or(u32::MAX)) else {
             return open(limit);
         };
-        let clock = DefaultClock::default();
         match bucket.1.check_n(n) {
             Ok(Ok(state)) => Verdict {
                 allowed: true,
@@ -81,7 +82,7 @@ impl RateLimits {
                 remaining: u64::from(state.remaining_burst_capacity()),
                 reset: Duration::from_secs(60).mul_f64(1.0 - state.remaining_burst_capacity() as f64 / limit as f64),
             },
-            Ok(Err(not_until)) => refused(limit, not_until.wait_time_from(clock.now())),
+            Ok(Err(not_until)) => refused(limit, not_until.wait_time_from(self.clock.now())),
             Err(_) => refused(limit, Duration::from_secs(60)),
         }
     }
@@ -91,17 +92,18 @@ impl RateLimits {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let slot = map.entry((key_id.to_string(), unit)).or_insert_with(|| Arc::new((limit, gcra(limit))));
+        let slot = map.entry((key_id.to_string(), unit)).or_insert_with(|| Arc::new((limit, gcra(limit, &self.clock))));
         if slot.0 != limit {
-            *slot = Arc::new((limit, gcra(limit)));
+            *slot = Arc::new((limit, gcra(limit, &self.clock)));
         }
         slot.clone()
     }
 }
 
-fn gcra(limit: u64) -> Gcra {
+fn gcra(limit: u64, clock: &DefaultClock) -> Gcra {
     let per_minute = NonZeroU32::new(u32::try_from(limit).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_minute(per_minute)).with_middleware::<StateInformationMiddleware>()
+    RateLimiter::direct_with_clock(Quota::per_minute(per_minute), clock.clone())
+        .with_middleware::<StateInformationMiddleware>()
 }
 
 fn open(limit: u64) -> Verdict {

@@ -73,6 +73,14 @@ async fn run(base: &str, key: Option<&str>, requests: usize, concurrency: usize)
     (e2e, overhead)
 }
 
+/// This process's CPU time (user + system) in seconds, from /proc (Linux only; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn ms(seconds: f64) -> String {
     format!("{:.3}", seconds * 1e3)
 }
@@ -106,19 +114,32 @@ async fn main() {
     let key = key["key"].as_str().unwrap().to_string();
     run(&off, None, 32, 8).await; // warm-up
     run(&on, Some(&key), 32, 8).await;
-    println!("| concurrency | off e2e p50 ms | off e2e p99 ms | on e2e p50 ms | on e2e p99 ms | gateway p50 ms | gateway p99 ms |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| concurrency | off e2e p50 ms | off e2e p99 ms | on e2e p50 ms | on e2e p99 ms | gateway p50 ms | gateway p99 ms | off CPU ms/req | on CPU ms/req |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for concurrency in [1, 32] {
-        let (mut off_e2e, _) = run(&off, None, requests, concurrency).await;
-        let (mut on_e2e, mut overhead) = run(&on, Some(&key), requests, concurrency).await;
+        let (mut off_e2e, mut on_e2e, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut off_cpu, mut on_cpu) = (0.0, 0.0);
+        // Alternate short rounds so drift on a noisy machine hits both sides alike.
+        let round = (concurrency * 4).min(requests);
+        for _ in 0..requests.div_ceil(round) {
+            let before = cpu_seconds();
+            off_e2e.extend(run(&off, None, round, concurrency).await.0);
+            let middle = cpu_seconds();
+            let (e2e, stages) = run(&on, Some(&key), round, concurrency).await;
+            (off_cpu, on_cpu) = (off_cpu + middle - before, on_cpu + cpu_seconds() - middle);
+            on_e2e.extend(e2e);
+            overhead.extend(stages);
+        }
         println!(
-            "| {concurrency} | {} | {} | {} | {} | {} | {} |",
+            "| {concurrency} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ms(percentile(&mut off_e2e, 0.5)),
             ms(percentile(&mut off_e2e, 0.99)),
             ms(percentile(&mut on_e2e, 0.5)),
             ms(percentile(&mut on_e2e, 0.99)),
             ms(percentile(&mut overhead, 0.5)),
             ms(percentile(&mut overhead, 0.99)),
+            ms(off_cpu / off_e2e.len() as f64),
+            ms(on_cpu / on_e2e.len() as f64),
         );
     }
 }
