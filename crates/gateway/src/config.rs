@@ -18,7 +18,8 @@ pub struct GatewayConfig {
     pub database_url: Option<String>,
     /// `redis://…`: shares RPM, TPM and spend counters across replicas.
     pub redis_url: Option<String>,
-    /// OTLP/HTTP endpoint for one span per request; none: no exporter.
+    /// OTLP/HTTP base URL for one span per request (`/v1/traces` is appended); none and no
+    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variable: no exporter.
     pub otlp_endpoint: Option<String>,
     /// The ledger writer commits at least this often; a kill -9 loses at most this much.
     pub ledger_batch_interval_ms: u64,

@@ -71,6 +71,8 @@ impl CallContext {
 /// Engine-side timings of one request, as the backend reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BackendTimings {
+    /// When the engine queued the request (None for backends that do not say).
+    pub arrival: Option<Instant>,
     pub queued: Duration,
     pub prefill: Duration,
     pub decode: Duration,
@@ -82,6 +84,8 @@ pub struct BackendTimings {
 pub struct Marks {
     pub backend_start: OnceLock<Instant>,
     pub timings: OnceLock<BackendTimings>,
+    /// Stage enter/exit times, for the request's trace (only while spans are exported).
+    pub stages: telemetry::StageLog,
 }
 
 impl Marks {
@@ -149,6 +153,11 @@ pub type SharedBackend = Arc<dyn ChatBackend>;
 /// Wraps a backend in one stage, like `tower::Layer`.
 pub trait Layer: Send + Sync {
     fn layer(&self, inner: SharedBackend) -> SharedBackend;
+
+    /// The stage's name in traces; by default its type's name without `Layer`.
+    fn name(&self) -> &'static str {
+        telemetry::stage_name(std::any::type_name::<Self>())
+    }
 }
 
 /// Builds a backend from layers: the first layer added is the outermost.
@@ -172,6 +181,6 @@ impl Stack {
     }
 
     pub fn build(self, inner: SharedBackend) -> SharedBackend {
-        self.layers.into_iter().rev().fold(inner, |backend, layer| layer.layer(backend))
+        self.layers.into_iter().rev().fold(inner, |backend, layer| telemetry::timed(layer.name(), layer.layer(backend)))
     }
 }

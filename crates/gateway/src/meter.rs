@@ -15,6 +15,7 @@ use crate::config::GatewayConfig;
 use crate::ledger::{Ledger, UsageRecord};
 use crate::metrics::GatewayMetrics;
 use crate::policy::PolicyState;
+use crate::telemetry::{Operation, RequestSpan};
 use crate::{CallContext, ChatBackend, ChatCall, ChatReply, ChatResult, ChunkStream, Layer, SharedBackend};
 
 pub const COST_HEADER: &str = "x-sconce-cost";
@@ -84,6 +85,7 @@ struct Tally {
     usage: Option<Usage>,
     finish_reason: Option<String>,
     status: u16,
+    span: Option<RequestSpan>,
 }
 
 impl Tally {
@@ -97,6 +99,7 @@ impl Tally {
             usage: None,
             finish_reason: None,
             status: 499,
+            span: RequestSpan::start(Operation::Chat, call.request.model.as_deref(), &call.ctx),
         }
     }
 
@@ -169,9 +172,9 @@ impl Tally {
 
 impl MeterState {
     /// Books the request everywhere; returns its cost.
-    fn finish(&self, tally: Tally) -> f64 {
+    fn finish(&self, mut tally: Tally) -> f64 {
         let key = tally.ctx.principal.key.clone();
-        let timings = tally.ctx.marks.timings.get().copied();
+        let span = tally.span.take();
         let record = tally.into_record(&self.config);
         let cost = record.cost;
         if let Some(metrics) = &self.metrics {
@@ -180,7 +183,9 @@ impl MeterState {
             metrics.observe_spend(&record.model, record.cost);
             metrics.observe_overhead(record.overhead_s);
         }
-        crate::telemetry::record_span(&record, timings);
+        if let Some(span) = span {
+            span.end(&record);
+        }
         if let Some(policy) = self.policy.clone() {
             let (team, completion) = (record.team.clone(), record.completion_tokens);
             spawn(async move { policy.settle(key.as_deref(), &team, cost, completion).await });

@@ -16,6 +16,7 @@ pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 
 pub use app::build_app;
 pub use state::AppState;

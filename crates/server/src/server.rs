@@ -43,6 +43,7 @@ pub fn serve(
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state = AppState::new(settings(&config));
     crate::gateway::install(&state, &config.gateway).await.context("cannot start the gateway")?;
+    let telemetry = crate::telemetry::start(&config.gateway).context("cannot start the OTLP exporter")?;
     let address = (config.server.host.as_str(), config.server.port);
     let listener = TcpListener::bind(address)
         .await
@@ -61,6 +62,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     if let Some(handle) = state.gateway() {
         handle.gateway.close().await;
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
     }
     if let Some(backend) = state.backend().cloned() {
         tokio::task::spawn_blocking(move || backend.shutdown()).await?;

@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub struct Caller {
     pub principal: Principal,
     pub received: Instant,
+    /// When authentication finished (the end of the `auth` stage in traces).
+    pub authenticated: Instant,
 }
 
 /// Paths that stay open with auth on (probes and scraping).
@@ -42,7 +44,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let header = request.headers().get(AUTHORIZATION).and_then(|value| value.to_str().ok());
     match handle.gateway.auth.authenticate(header, sconce_gateway::usage::unix_now()) {
         Ok(principal) => {
-            request.extensions_mut().insert(Caller { principal, received });
+            request.extensions_mut().insert(Caller { principal, received, authenticated: Instant::now() });
             next.run(request).await
         }
         Err(error) => HttpError(error).into_response(),
@@ -57,10 +59,15 @@ pub async fn chat(
     hints: sconce_gateway::route::RequestHints,
 ) -> Response {
     let include_usage = request.sampling.include_usage();
-    let (principal, received) =
-        caller.map_or_else(|| (Principal::default(), Instant::now()), |c| (c.principal, c.received));
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut ctx = CallContext::received_at(request_id, principal, received);
+    let mut ctx = match caller {
+        Some(caller) => {
+            let ctx = CallContext::received_at(request_id, caller.principal, caller.received);
+            ctx.marks.stages.record("auth", caller.received, caller.authenticated);
+            ctx
+        }
+        None => CallContext::new(request_id, Principal::default()),
+    };
     ctx.hints = hints;
     match handle.pipeline.chat(ChatCall { request, ctx }).await {
         Ok(outcome) => {

@@ -73,6 +73,7 @@ async fn collect(
 fn note_timings(marks: &Marks, delta: &Delta) {
     if let Some(timings) = &delta.timings {
         let _ = marks.timings.set(BackendTimings {
+            arrival: Some(timings.arrival),
             queued: timings.queued,
             prefill: timings.prefill,
             decode: timings.decode,

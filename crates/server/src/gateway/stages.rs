@@ -34,7 +34,7 @@ pub fn innermost(config: &GatewayConfig, local: SharedBackend, registry: &Regist
     }
     let pick = |_: &DeploymentConfig| Some(local.clone());
     let router = Router::new(config.routing.clone(), &pick, RouteMetrics::new(registry).ok())?;
-    Ok(Arc::new(router))
+    Ok(sconce_gateway::telemetry::timed("route", Arc::new(router)))
 }
 
 /// `x-sconce-tier` and `Cache-Control`.
