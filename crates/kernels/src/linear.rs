@@ -1,6 +1,7 @@
 //! `y = x · Wᵀ` for f32 activations and f32/f16/bf16 weights stored `[out, in]`, accumulating in
 //! f32. Decode is memory-bound, so weights stay in half precision and are widened in registers;
-//! a 4-row × 4-token register tile keeps prefill compute-bound instead.
+//! a 4-row × 4-token register tile keeps prefill compute-bound instead. With many tokens each task
+//! widens its rows to f32 once and walks the tokens in L2-sized blocks, writing `[tokens, out]` directly.
 //!
 //! Every `(token, row)` result is computed by the same instruction sequence whatever the batch,
 //! so outputs do not depend on which other sequences share the step.
@@ -46,7 +47,7 @@ impl Weight for bf16 {
     }
 }
 
-/// One task's view: weight rows `[rows, inp]`, all activations, and its `[rows, tokens]` output.
+/// One task's view: weight rows `[rows, inp]` and all activations `[tokens, inp]`.
 struct Tile<'a, W> {
     w: &'a [W],
     x: &'a [f32],
@@ -54,12 +55,33 @@ struct Tile<'a, W> {
     tokens: usize,
 }
 
-fn portable_rows<W: Weight>(tile: &Tile<W>, out: &mut [f32]) {
-    for (r, y_row) in out.chunks_mut(tile.tokens).enumerate() {
-        let w = &tile.w[r * tile.inp..(r + 1) * tile.inp];
-        for (t, y) in y_row.iter_mut().enumerate() {
-            let x = &tile.x[t * tile.inp..(t + 1) * tile.inp];
-            *y = w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum();
+/// One task's columns of the shared output `y [tokens, out]`: rows `first..first + rows` of `w`.
+struct Columns {
+    y: *mut f32,
+    out: usize,
+    first: usize,
+    rows: usize,
+    tokens: usize,
+}
+
+// SAFETY: every task gets a disjoint column range of `y`, which outlives the parallel loop.
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    /// Writes `y[token, first + row]`.
+    #[inline(always)]
+    fn set(&mut self, token: usize, row: usize, value: f32) {
+        assert!(token < self.tokens && row < self.rows, "linear output index out of range");
+        // SAFETY: in bounds (checked above) and no other task writes this column.
+        unsafe { *self.y.add(token * self.out + self.first + row) = value };
+    }
+}
+
+fn portable_rows<W: Weight>(tile: &Tile<W>, out: &mut Columns) {
+    for (r, w) in tile.w.chunks_exact(tile.inp).enumerate() {
+        for (t, x) in tile.x.chunks_exact(tile.inp).enumerate() {
+            out.set(t, r, w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum());
         }
     }
 }
@@ -70,7 +92,10 @@ mod avx512 {
 
     use half::{bf16, f16};
 
-    use super::{Tile, Weight};
+    use super::{Columns, Tile, Weight};
+
+    /// Tokens per block when weights are widened once: keeps a block of activations in L2.
+    const TOKEN_BLOCK: usize = 64;
 
     /// Loads 16 weights as f32 lanes.
     pub(super) trait Lanes: Weight {
@@ -140,24 +165,30 @@ mod avx512 {
         out
     }
 
-    /// Rows `r0..r0+R` against every token, four tokens at a time.
+    /// Rows `r0..r0+R` against tokens `t0..t1`, four tokens at a time.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn row_group<W: Lanes, const R: usize>(tile: &Tile<W>, r0: usize, out: &mut [f32]) {
-        let (inp, tokens) = (tile.inp, tile.tokens);
+    unsafe fn row_group<W: Lanes, const R: usize>(
+        tile: &Tile<W>,
+        r0: usize,
+        (t0, t1): (usize, usize),
+        out: &mut Columns,
+    ) {
+        let inp = tile.inp;
         let w: [*const W; R] = std::array::from_fn(|r| tile.w[(r0 + r) * inp..].as_ptr());
         let x = |t: usize| tile.x[t * inp..].as_ptr();
-        let mut store =
-            |t0: usize, vals: &[f32], r: usize| out[(r0 + r) * tokens + t0..][..vals.len()].copy_from_slice(vals);
-        let mut t = 0;
-        while t + 4 <= tokens {
+        let mut store = |t: usize, r: usize, vals: &[f32]| {
+            vals.iter().enumerate().for_each(|(i, v)| out.set(t + i, r0 + r, *v));
+        };
+        let mut t = t0;
+        while t + 4 <= t1 {
             let res = unsafe { micro::<W, R, 4>(w, [x(t), x(t + 1), x(t + 2), x(t + 3)], inp) };
-            res.iter().enumerate().for_each(|(r, v)| store(t, v, r));
+            res.iter().enumerate().for_each(|(r, vals)| store(t, r, vals));
             t += 4;
         }
-        while t < tokens {
+        while t < t1 {
             let res = unsafe { micro::<W, R, 1>(w, [x(t)], inp) };
-            res.iter().enumerate().for_each(|(r, v)| store(t, v, r));
+            res.iter().enumerate().for_each(|(r, vals)| store(t, r, vals));
             t += 1;
         }
     }
@@ -197,33 +228,42 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows<W: Lanes>(tile: &Tile<W>, out: &mut [f32]) {
+    pub(super) unsafe fn rows<W: Lanes>(tile: &Tile<W>, out: &mut Columns) {
+        // With many tokens, widen the task's rows once and walk the tokens in L2-sized blocks.
+        if tile.tokens >= 8 && std::mem::size_of::<W>() != 4 {
+            let mut scratch = vec![0f32; tile.w.len()];
+            unsafe { widen_rows(tile.w, &mut scratch) };
+            let wide = Tile { w: &scratch[..], x: tile.x, inp: tile.inp, tokens: tile.tokens };
+            for t0 in (0..tile.tokens).step_by(TOKEN_BLOCK) {
+                unsafe { all_rows(&wide, (t0, (t0 + TOKEN_BLOCK).min(tile.tokens)), out, false) };
+            }
+        } else {
+            unsafe { all_rows(tile, (0, tile.tokens), out, true) };
+        }
+    }
+
+    /// Every row of the tile against tokens `t0..t1`, four rows at a time.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn all_rows<W: Lanes>(tile: &Tile<W>, tokens: (usize, usize), out: &mut Columns, prefetch: bool) {
         let rows = tile.w.len() / tile.inp;
-        // With many tokens, widen each 4-row group once instead of once per 4 tokens.
-        let widen = tile.tokens >= 8 && std::mem::size_of::<W>() != 4;
-        let mut scratch = if widen { vec![0f32; 4 * tile.inp] } else { Vec::new() };
         let mut r = 0;
         while r + 4 <= rows {
-            prefetch_rows(tile, r + 16, 4);
-            if widen {
-                unsafe { widen_rows(&tile.w[r * tile.inp..(r + 4) * tile.inp], &mut scratch) };
-                let wide = Tile { w: &scratch[..], x: tile.x, inp: tile.inp, tokens: tile.tokens };
-                let group = &mut out[r * tile.tokens..(r + 4) * tile.tokens];
-                unsafe { row_group::<f32, 4>(&wide, 0, group) };
-            } else {
-                unsafe { row_group::<W, 4>(tile, r, out) };
+            if prefetch {
+                prefetch_rows(tile, r + 16, 4);
             }
+            unsafe { row_group::<W, 4>(tile, r, tokens, out) };
             r += 4;
         }
         while r < rows {
-            unsafe { row_group::<W, 1>(tile, r, out) };
+            unsafe { row_group::<W, 1>(tile, r, tokens, out) };
             r += 1;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn compute_rows<W: avx512::Lanes>(tile: &Tile<W>, out: &mut [f32]) {
+fn compute_rows<W: avx512::Lanes>(tile: &Tile<W>, out: &mut Columns) {
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F is available (checked above); slices bound every pointer used.
         unsafe { avx512::rows(tile, out) }
@@ -233,11 +273,11 @@ fn compute_rows<W: avx512::Lanes>(tile: &Tile<W>, out: &mut [f32]) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn compute_rows<W: Weight>(tile: &Tile<W>, out: &mut [f32]) {
+fn compute_rows<W: Weight>(tile: &Tile<W>, out: &mut Columns) {
     portable_rows(tile, out)
 }
 
-/// Computes `yᵀ [out, tokens]` in row blocks across threads, then transposes.
+/// Computes `y [tokens, out]` in blocks of weight rows (output columns) across threads.
 #[cfg(target_arch = "x86_64")]
 fn run<W: avx512::Lanes>(x: &[f32], w: &[W], tokens: usize, inp: usize, out: usize) -> Vec<f32> {
     run_with(x, w, tokens, inp, out, compute_rows::<W>)
@@ -254,24 +294,17 @@ fn run_with<W: Weight>(
     tokens: usize,
     inp: usize,
     out: usize,
-    kernel: fn(&Tile<W>, &mut [f32]),
+    kernel: fn(&Tile<W>, &mut Columns),
 ) -> Vec<f32> {
-    let mut yt = vec![0f32; out * tokens];
-    yt.par_chunks_mut(ROWS_PER_TASK * tokens).enumerate().for_each(|(task, block)| {
-        let first = task * ROWS_PER_TASK;
-        let rows = block.len() / tokens;
-        let tile = Tile { w: &w[first * inp..(first + rows) * inp], x, inp, tokens };
-        kernel(&tile, block);
-    });
-    if tokens == 1 {
-        return yt;
-    }
     let mut y = vec![0f32; tokens * out];
-    for (o, col) in yt.chunks(tokens).enumerate() {
-        for (t, v) in col.iter().enumerate() {
-            y[t * out + o] = *v;
-        }
-    }
+    let y_ptr = y.as_mut_ptr() as usize;
+    (0..out.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
+        let first = task * ROWS_PER_TASK;
+        let rows = ROWS_PER_TASK.min(out - first);
+        let tile = Tile { w: &w[first * inp..(first + rows) * inp], x, inp, tokens };
+        let mut columns = Columns { y: y_ptr as *mut f32, out, first, rows, tokens };
+        kernel(&tile, &mut columns);
+    });
     y
 }
 

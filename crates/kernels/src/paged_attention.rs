@@ -121,32 +121,72 @@ impl<T: Element> KvView<'_, T> {
         let slot = block * self.block_size + position % self.block_size;
         (slot * self.d.num_kv_heads + self.kv_head) * self.d.head_dim
     }
+
+    #[inline(always)]
+    fn key(&self, position: usize) -> &[T] {
+        &self.k[self.offset(position)..][..self.d.head_dim]
+    }
+
+    #[inline(always)]
+    fn value(&self, position: usize) -> &[T] {
+        &self.v[self.offset(position)..][..self.d.head_dim]
+    }
 }
 
-/// Softmax(q·K / sqrt(d))·V over the first `len` positions, with an online (streaming) softmax.
+/// Softmax(q·K / sqrt(d))·V over the first `len` positions: all scores first, then one exp each.
 fn attend_one<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is available (checked above).
+        return unsafe { attend_one_avx512(query, kv, len, scale, out) };
+    }
+    attend_one_body(query, kv, len, scale, out)
+}
+
+/// [`attend_one_body`] compiled with AVX-512 enabled, so its loops vectorize to 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_one_avx512<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
+    attend_one_body(query, kv, len, scale, out)
+}
+
+#[inline(always)]
+fn attend_one_body<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
     let dim = query.len();
     let q: Vec<f32> = query.iter().map(|x| x.to_f32() * scale).collect();
+    let mut weights: Vec<f32> = (0..len).map(|position| dot(&q, kv.key(position))).collect();
+    let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for w in weights.iter_mut() {
+        *w = (*w - max).exp();
+        sum += *w;
+    }
     let mut acc = vec![0f32; dim];
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-    for position in 0..len {
-        let off = kv.offset(position);
-        let key = &kv.k[off..off + dim];
-        let score: f32 = q.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
-        let new_max = max.max(score);
-        let correction = (max - new_max).exp();
-        let weight = (score - new_max).exp();
-        sum = sum * correction + weight;
-        let value = &kv.v[off..off + dim];
-        for (a, v) in acc.iter_mut().zip(value) {
-            *a = *a * correction + weight * v.to_f32();
+    for (position, weight) in weights.iter().enumerate() {
+        for (a, v) in acc.iter_mut().zip(kv.value(position)) {
+            *a += weight * v.to_f32();
         }
-        max = new_max;
     }
     let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = T::from_f32(a * inv);
     }
+}
+
+/// A dot product in 16 independent partial sums, so it vectorizes (a single running sum cannot).
+#[inline(always)]
+fn dot<T: Element>(q: &[f32], k: &[T]) -> f32 {
+    const LANES: usize = 16;
+    let mut partial = [0f32; LANES];
+    let mut q_chunks = q.chunks_exact(LANES);
+    let mut k_chunks = k.chunks_exact(LANES);
+    for (qc, kc) in (&mut q_chunks).zip(&mut k_chunks) {
+        for lane in 0..LANES {
+            partial[lane] += qc[lane] * kc[lane].to_f32();
+        }
+    }
+    let tail: f32 = q_chunks.remainder().iter().zip(k_chunks.remainder()).map(|(a, b)| a * b.to_f32()).sum();
+    partial.iter().sum::<f32>() + tail
 }
 
 impl CustomOp3 for PagedAttention {

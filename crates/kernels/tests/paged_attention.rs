@@ -155,7 +155,7 @@ fn rejects_inconsistent_metadata() {
 fn half_weight_linear_matches_a_naive_matmul() {
     let dev = Device::Cpu;
     let mut rng = StdRng::seed_from_u64(9);
-    for (tokens, inp, out) in [(1, 40, 33), (5, 64, 17), (9, 100, 48)] {
+    for (tokens, inp, out) in [(1, 40, 33), (5, 64, 17), (9, 100, 48), (70, 24, 37)] {
         let x = random(&mut rng, tokens * inp);
         let w = random(&mut rng, out * inp);
         let xt = Tensor::from_slice(&x, (tokens, inp), &dev).unwrap();
@@ -174,6 +174,25 @@ fn half_weight_linear_matches_a_naive_matmul() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn half_weight_linear_gives_each_token_the_same_bits_alone_or_in_a_batch() {
+    let dev = Device::Cpu;
+    let mut rng = StdRng::seed_from_u64(11);
+    let (tokens, inp, out) = (70, 40, 37);
+    let x = random(&mut rng, tokens * inp);
+    let w = random(&mut rng, out * inp);
+    let xt = Tensor::from_slice(&x, (tokens, inp), &dev).unwrap();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let wt = Tensor::from_slice(&w, (out, inp), &dev).unwrap().to_dtype(dtype).unwrap();
+        let batch: Vec<Vec<f32>> = sconce_kernels::linear_f32_acc(&xt, &wt).unwrap().to_vec2().unwrap();
+        for (t, row) in batch.iter().enumerate() {
+            let alone: Vec<Vec<f32>> =
+                sconce_kernels::linear_f32_acc(&xt.narrow(0, t, 1).unwrap(), &wt).unwrap().to_vec2().unwrap();
+            assert_eq!(row, &alone[0], "{dtype:?} token {t}");
         }
     }
 }
