@@ -85,7 +85,7 @@ fn route_bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let deployments = ["a", "b", "c"].map(|n| DeploymentConfig { name: n.into(), ..DeploymentConfig::default() });
     let mut config = RoutingConfig::default();
-    config.groups.push(GroupConfig { name: "g".into(), deployments: deployments.to_vec() });
+    config.groups.push(GroupConfig::new("g", deployments.to_vec()));
     let local = |_: &DeploymentConfig| Some(Arc::new(Echo) as SharedBackend);
     let router = Router::new(config, &local, None).unwrap();
     c.bench_function("route/direct_backend", |b| b.iter(|| runtime.block_on(Echo.chat(call("g"))).unwrap()));

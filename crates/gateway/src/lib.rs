@@ -24,6 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod usage;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -86,9 +87,20 @@ pub struct Marks {
     pub timings: OnceLock<BackendTimings>,
     /// Stage enter/exit times, for the request's trace (only while spans are exported).
     pub stages: telemetry::StageLog,
+    /// Set by a stage (a guardrail block) that wants the stream ended early, usage included.
+    stop: AtomicBool,
 }
 
 impl Marks {
+    /// Asks the backend to stop generating and close its stream with the usage so far.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
     /// Time spent in the stages before the backend began, from `received`.
     pub fn overhead(&self, received: Instant) -> Duration {
         self.backend_start.get().map_or(Duration::ZERO, |start| start.saturating_duration_since(received))

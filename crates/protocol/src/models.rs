@@ -1,5 +1,7 @@
 //! `/v1/models` shapes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -9,7 +11,12 @@ pub struct ModelCard {
     pub created: u64,
     pub owned_by: String,
     pub root: String,
-    pub max_model_len: usize,
+    /// Unknown for names routed to remote upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_model_len: Option<usize>,
+    /// Sconce's extension on gateway-routed names: what the name routes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sconce: Option<ModelRoute>,
 }
 
 impl ModelCard {
@@ -20,9 +27,25 @@ impl ModelCard {
             created,
             owned_by: "sconce".to_string(),
             root: root.to_string(),
-            max_model_len,
+            max_model_len: Some(max_model_len),
+            sconce: None,
         }
     }
+}
+
+/// How the gateway serves a name: a group of deployments, an alias of one, or `auto`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelRoute {
+    /// `group`, `alias` or `auto`.
+    pub kind: String,
+    /// The group the name resolves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<String>,
+    /// `auto` only: tier to model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -90,6 +90,7 @@ pub fn start(
     let guard = state.track_request();
     let mut merged = SelectAll::new();
     let prompt_count = prompts.len();
+    let prompt_lens = prompts.iter().map(Vec::len).collect();
     for (prompt_index, prompt) in prompts.into_iter().enumerate() {
         let params = spec.sampling_params(prompt.len(), max_model_len)?;
         let id = if prompt_count == 1 { meta.id.clone() } else { format!("{}-{prompt_index}", meta.id) };
@@ -97,7 +98,7 @@ pub fn start(
         let stream = backend.submit(request).map_err(|e| engine_error(e, spec.prompt_param))?;
         merged.push(renumbered(stream, prompt_index * choices_per_prompt));
     }
-    Ok(DeltaStream::new(state.clone(), meta.id.clone(), merged, prompt_count, choices_per_prompt, guard))
+    Ok(DeltaStream::new(state.clone(), meta.id.clone(), merged, prompt_lens, choices_per_prompt, guard))
 }
 
 fn renumbered(stream: RequestStream, offset: usize) -> BoxStream<'static, Delta> {
@@ -135,7 +136,10 @@ pub struct DeltaStream {
     choices_per_prompt: usize,
     unfinished: usize,
     prompt_usage: Vec<Option<(usize, usize)>>,
+    prompt_lens: Vec<usize>,
     completion_tokens: usize,
+    /// Tokens of each choice not yet counted in `completion_tokens` (it is still running).
+    open_tokens: Vec<usize>,
     last_token_at: Vec<Option<Instant>>,
     hook: Option<DeltaHook>,
     _in_flight: InFlightGuard,
@@ -146,10 +150,11 @@ impl DeltaStream {
         state: AppState,
         id: String,
         merged: SelectAll<BoxStream<'static, Delta>>,
-        prompts: usize,
+        prompt_lens: Vec<usize>,
         choices_per_prompt: usize,
         guard: InFlightGuard,
     ) -> Self {
+        let prompts = prompt_lens.len();
         let choices = prompts * choices_per_prompt;
         Self {
             state,
@@ -158,7 +163,9 @@ impl DeltaStream {
             choices_per_prompt,
             unfinished: choices,
             prompt_usage: vec![None; prompts],
+            prompt_lens,
             completion_tokens: 0,
+            open_tokens: vec![0; choices],
             last_token_at: vec![None; choices],
             hook: None,
             _in_flight: guard,
@@ -200,6 +207,15 @@ impl DeltaStream {
         Usage::new(prompt, self.completion_tokens, cached)
     }
 
+    /// Usage of what was generated so far, running choices included (for an early stop).
+    pub fn usage_so_far(&self) -> Usage {
+        let reported = self.prompt_usage.iter().zip(&self.prompt_lens);
+        let (prompt, cached) = reported
+            .map(|(usage, &len)| usage.unwrap_or((len, 0)))
+            .fold((0, 0), |(prompt, cached), (p, c)| (prompt + p, cached + c));
+        Usage::new(prompt, self.completion_tokens + self.open_tokens.iter().sum::<usize>(), cached)
+    }
+
     fn observe(&mut self, delta: &Delta) {
         if let Some(hook) = &self.hook {
             hook(delta);
@@ -211,9 +227,16 @@ impl DeltaStream {
                 metrics.observe_token_gap(now.duration_since(previous).as_secs_f64());
             }
         }
+        let open = self.open_tokens.get_mut(delta.index);
         let Some(reason) = delta.finish_reason else {
+            if let Some(open) = open {
+                *open += delta.token_ids.len();
+            }
             return;
         };
+        if let Some(open) = open {
+            *open = 0;
+        }
         self.unfinished = self.unfinished.saturating_sub(1);
         if let Some(usage) = delta.usage {
             self.completion_tokens += usage.completion_tokens;

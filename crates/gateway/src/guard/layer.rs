@@ -10,7 +10,7 @@ use sconce_protocol::ApiError;
 
 use super::metrics::GuardMetrics;
 use super::{Action, Guardrails, OutputGuard, Policy, StreamStep};
-use crate::{ChatBackend, ChatCall, ChatReply, ChatResult, ChunkStream, Layer, SharedBackend};
+use crate::{ChatBackend, ChatCall, ChatReply, ChatResult, ChunkStream, Layer, Marks, SharedBackend};
 
 pub struct GuardLayer {
     pub guardrails: Arc<Guardrails>,
@@ -71,6 +71,7 @@ async fn guarded_chat(
     if let Err(error) = check_messages(&policy, metrics.as_ref(), &mut call) {
         return Err(crate::ChatFailure { error, headers: vec![header] });
     }
+    let marks = call.ctx.marks.clone();
     let mut outcome = inner.chat(call).await?;
     outcome.reply = match outcome.reply {
         ChatReply::Full(mut response) => {
@@ -89,7 +90,7 @@ async fn guarded_chat(
             ChatReply::Full(response)
         }
         ChatReply::Stream(stream) if policy.output_checks().is_empty() => ChatReply::Stream(stream),
-        ChatReply::Stream(stream) => ChatReply::Stream(guard_stream(policy, metrics, stream)),
+        ChatReply::Stream(stream) => ChatReply::Stream(guard_stream(policy, metrics, marks, stream)),
     };
     outcome.headers.push(header);
     Ok(outcome)
@@ -122,10 +123,12 @@ fn check_messages(policy: &Policy, metrics: Option<&GuardMetrics>, call: &mut Ch
     }
 }
 
-/// Per-choice output guards over a chunk stream; a block ends it with `content_filter`.
+/// Per-choice output guards over a chunk stream; a block ends it with `content_filter`,
+/// then only the usage chunk still passes.
 struct StreamGuard {
     policy: Arc<Policy>,
     metrics: Option<GuardMetrics>,
+    marks: Arc<Marks>,
     guards: Vec<OutputGuard>,
     done: bool,
 }
@@ -166,6 +169,7 @@ impl StreamGuard {
             }
         }
         if self.done {
+            self.marks.request_stop();
             self.record();
             chunk.choices.retain(|c| c.finish_reason.as_deref() == Some("content_filter"));
             return Some(chunk);
@@ -197,18 +201,27 @@ fn merge(first: StreamStep, second: StreamStep) -> StreamStep {
     }
 }
 
-fn guard_stream(policy: Arc<Policy>, metrics: Option<GuardMetrics>, stream: ChunkStream) -> ChunkStream {
-    let state = StreamGuard { policy, metrics, guards: Vec::new(), done: false };
+fn guard_stream(
+    policy: Arc<Policy>,
+    metrics: Option<GuardMetrics>,
+    marks: Arc<Marks>,
+    stream: ChunkStream,
+) -> ChunkStream {
+    let mut state = StreamGuard { policy, metrics, marks, guards: Vec::new(), done: false };
     stream
-        .scan(state, |state, item| {
-            // Ends the stream (dropping the inner one) once a block was sent.
+        .filter_map(move |item| {
             let out = match item {
-                _ if state.done => None,
-                Ok(chunk) => Some(state.apply(chunk).map(Ok)),
-                Err(error) => Some(Some(Err(error))),
+                Ok(chunk) if state.done => is_usage(&chunk).then_some(Ok(chunk)),
+                Err(_) if state.done => None,
+                Ok(chunk) => state.apply(chunk).map(Ok),
+                Err(error) => Some(Err(error)),
             };
             futures_util::future::ready(out)
         })
-        .filter_map(futures_util::future::ready)
         .boxed()
+}
+
+/// The closing usage chunk: no choices, usage set.
+fn is_usage(chunk: &ChatCompletionChunk) -> bool {
+    chunk.choices.is_empty() && matches!(chunk.usage, Some(Some(_)))
 }

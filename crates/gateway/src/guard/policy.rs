@@ -183,4 +183,9 @@ impl Policy {
     pub(crate) fn toxicity_keep(&self, text: &str) -> f32 {
         1.0 - self.toxicity.score(text)
     }
+
+    /// Every toxicity lexicon term in `text`, whatever the score (for streams).
+    pub(crate) fn toxic_terms(&self, text: &str, out: &mut Vec<Finding>) {
+        self.toxicity.find(TOXICITY, text, out);
+    }
 }

@@ -127,7 +127,11 @@ impl OutputGuard {
             LOW_CONFIDENCE => false,
             TOXICITY => {
                 let score = 1.0 - self.tox_keep * self.policy.toxicity_keep(&self.pending);
-                score >= self.policy.config().toxicity_threshold
+                let fired = score >= self.policy.config().toxicity_threshold;
+                if fired && action == Action::Mask {
+                    self.policy.toxic_terms(&self.pending, masks);
+                }
+                fired
             }
             _ => {
                 let before = masks.len();
@@ -141,9 +145,13 @@ impl OutputGuard {
     }
 
     /// Where held text may be released: the holdback window, back to a word start, and
-    /// never inside a finding.
+    /// never inside a finding or a toxicity term (a phrase must be scored whole).
     fn safe_cut(&self, findings: &[Finding]) -> usize {
         let text = &self.pending;
+        let mut holds = findings.to_vec();
+        if self.policy.output_checks().iter().any(|(check, _)| *check == TOXICITY) {
+            self.policy.toxic_terms(text, &mut holds);
+        }
         let mut cut = text.len().saturating_sub(self.policy.config().holdback_bytes);
         while !text.is_char_boundary(cut) {
             cut -= 1;
@@ -152,7 +160,7 @@ impl OutputGuard {
             cut = text[..cut].rfind(char::is_whitespace).unwrap_or(0);
         }
         loop {
-            let inside = findings.iter().filter(|f| f.start < cut && f.end > cut).map(|f| f.start).min();
+            let inside = holds.iter().filter(|f| f.start < cut && f.end > cut).map(|f| f.start).min();
             match inside {
                 Some(start) => cut = start,
                 None => return cut,

@@ -215,3 +215,46 @@ fn low_confidence_blocks_on_token_floor() {
     guard.push_logprob(-2.0);
     assert_eq!(guard.finish(), StreamStep::Blocked(vec![LOW_CONFIDENCE]));
 }
+
+/// Streams `text` in three pieces for every split pair; each run must release exactly `want`.
+fn assert_every_split_releases(policy: &Arc<Policy>, text: &str, want: &str) {
+    for a in 1..text.len() {
+        for b in a..text.len() {
+            let mut guard = OutputGuard::new(policy.clone());
+            let (sent, blocked) = run_stream(&mut guard, &[&text[..a], &text[a..b], &text[b..]]);
+            assert!(blocked.is_none());
+            assert_eq!(sent.concat(), want, "split at {a},{b}: {sent:?}");
+        }
+    }
+}
+
+#[test]
+fn streamed_toxicity_is_masked_at_every_split() {
+    let policy = policy(&[], &[("TOXICITY", Action::Mask)]);
+    let text = "Well. You are a stupid idiot moron, and honestly that is all I have to say about it today.";
+    let want = policy.check_output(text).masked.unwrap();
+    assert_eq!(
+        want,
+        "Well. You are a <TOXICITY> <TOXICITY> <TOXICITY>, and honestly that is all I have to say about it today."
+    );
+    assert_every_split_releases(&policy, text, &want);
+    // A mild phrase sent earlier still counts (it is never cut in two), so the later term
+    // that crosses the threshold is masked whatever the split.
+    let late = "Honestly I hate you for asking, but here is the long answer you wanted, you scum, enjoy.";
+    for a in 1..late.len() {
+        for b in a..late.len() {
+            let mut guard = OutputGuard::new(policy.clone());
+            let (sent, _) = run_stream(&mut guard, &[&late[..a], &late[a..b], &late[b..]]);
+            assert!(sent.concat().ends_with("you <TOXICITY>, enjoy."), "split at {a},{b}: {sent:?}");
+        }
+    }
+    let mild = "This bug is stupid, but it is easy to fix once you see where the loop goes wrong.";
+    assert_every_split_releases(&policy, mild, mild);
+
+    let mut guard = OutputGuard::new(policy);
+    let chars: Vec<String> = text.chars().map(String::from).collect();
+    let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
+    let (sent, _) = run_stream(&mut guard, &refs);
+    assert!(sent.iter().filter(|s| !s.is_empty()).count() > 3, "released as it flows");
+    assert!(guard.triggered().contains(&(TOXICITY, Action::Mask)));
+}

@@ -83,6 +83,12 @@ impl Load {
         self.ewma.lock().map_or(0.0, |e| e.value_ms)
     }
 
+    /// The upstream's last reported queue length and KV-cache use (0..=1).
+    pub fn upstream(&self) -> (usize, f64) {
+        let kv = self.kv_usage_micros.load(Ordering::Acquire) as f64 / 1e6;
+        (self.waiting.load(Ordering::Acquire), kv)
+    }
+
     pub fn set_upstream(&self, waiting: usize, kv_usage: f64) {
         self.waiting.store(waiting, Ordering::Release);
         self.kv_usage_micros.store((kv_usage.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Release);
@@ -96,8 +102,8 @@ impl Load {
             Strategy::P2cPeakEwma => (self.latency_ms() + 1.0) * pending,
         };
         if kv_aware {
-            let kv = self.kv_usage_micros.load(Ordering::Acquire) as f64 / 1e6;
-            cost *= 1.0 + self.waiting.load(Ordering::Acquire) as f64 + 4.0 * kv * kv;
+            let (waiting, kv) = self.upstream();
+            cost *= 1.0 + waiting as f64 + 4.0 * kv * kv;
         }
         cost
     }

@@ -30,6 +30,24 @@ pub struct GroupConfig {
     /// The model name clients send.
     pub name: String,
     pub deployments: Vec<DeploymentConfig>,
+    /// Overrides the routing-wide `strategy` for this group.
+    pub strategy: Option<Strategy>,
+    /// Overrides the routing-wide `kv_aware` for this group.
+    pub kv_aware: Option<bool>,
+}
+
+impl GroupConfig {
+    pub fn new(name: impl Into<String>, deployments: Vec<DeploymentConfig>) -> Self {
+        Self { name: name.into(), deployments, ..Self::default() }
+    }
+
+    pub fn strategy(&self, routing: &RoutingConfig) -> Strategy {
+        self.strategy.unwrap_or(routing.strategy)
+    }
+
+    pub fn kv_aware(&self, routing: &RoutingConfig) -> bool {
+        self.kv_aware.unwrap_or(routing.kv_aware)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +56,8 @@ pub struct RoutingConfig {
     pub strategy: Strategy,
     /// Weigh Sconce upstreams by their `/metrics` queue and KV-cache use.
     pub kv_aware: bool,
+    /// How often a KV-aware group's remote deployments' `/metrics` are read, in ms.
+    pub metrics_poll_ms: u64,
     /// Default per-attempt timeout in seconds.
     pub timeout_secs: f64,
     pub connect_timeout_secs: f64,
@@ -60,6 +80,7 @@ impl Default for RoutingConfig {
         Self {
             strategy: Strategy::default(),
             kv_aware: false,
+            metrics_poll_ms: 1000,
             timeout_secs: 120.0,
             connect_timeout_secs: 2.0,
             aliases: BTreeMap::new(),

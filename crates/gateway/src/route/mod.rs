@@ -4,8 +4,10 @@
 pub mod auto;
 pub mod balance;
 pub mod breaker;
+pub mod catalog;
 mod config;
 pub mod metrics;
+pub mod poll;
 pub mod remote;
 pub mod retry;
 mod router;

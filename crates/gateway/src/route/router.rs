@@ -2,7 +2,7 @@
 //! the group, retries, falls back by cause, and keeps a breaker per deployment.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -10,10 +10,12 @@ use futures_util::StreamExt;
 use sconce_protocol::ApiError;
 
 use super::auto::AutoFacts;
-use super::balance::{order, Load};
+use super::balance::{order, Load, Strategy};
 use super::breaker::{BreakerState, CircuitBreaker};
+use super::catalog::MAX_ALIAS_HOPS;
 use super::config::{DeploymentConfig, RoutingConfig};
 use super::metrics::RouteMetrics;
+use super::poll::{spawn_pollers, PollTarget};
 use super::remote::RemoteBackend;
 use super::retry::Cause;
 use crate::cache::replay::static_reply;
@@ -29,11 +31,20 @@ pub struct Deployment {
     remote_url: Option<String>,
 }
 
+/// A group's deployments (indices) and how to balance over them.
+struct Group {
+    members: Vec<usize>,
+    strategy: Strategy,
+    kv_aware: bool,
+}
+
 struct Inner {
     config: RoutingConfig,
     deployments: Vec<Deployment>,
-    groups: BTreeMap<String, Vec<usize>>,
+    groups: BTreeMap<String, Group>,
     metrics: Option<RouteMetrics>,
+    /// Answers names that are no group or alias (the local engine's own names).
+    passthrough: OnceLock<SharedBackend>,
 }
 
 /// Cheap to clone.
@@ -56,7 +67,7 @@ pub fn build_deployment(
         None => local(dep).ok_or_else(|| format!("deployment `{}`: no local model `{model}`", dep.name))?,
     };
     Ok(Deployment {
-        name: if dep.name.is_empty() { format!("{group}/{model}") } else { dep.name.clone() },
+        name: dep.display_name(group),
         model,
         backend,
         breaker: CircuitBreaker::new(config.breaker.clone()),
@@ -80,21 +91,22 @@ impl Router {
                 members.push(deployments.len());
                 deployments.push(build_deployment(&config, &group.name, dep, local)?);
             }
-            groups.insert(group.name.clone(), members);
+            let (strategy, kv_aware) = (group.strategy(&config), group.kv_aware(&config));
+            groups.insert(group.name.clone(), Group { members, strategy, kv_aware });
         }
-        let inner = Inner { config, deployments, groups, metrics };
+        let inner = Inner { config, deployments, groups, metrics, passthrough: OnceLock::new() };
+        spawn_pollers(inner.poll_targets(), Duration::from_millis(inner.config.metrics_poll_ms));
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Sends names that are no group or alias to `backend` (which refuses those it lacks).
+    pub fn pass_unknown_names_to(&self, backend: SharedBackend) {
+        let _ = self.inner.passthrough.set(backend);
     }
 
     /// Every name clients may send: groups, aliases and `auto` when tiers are set.
     pub fn model_names(&self) -> Vec<String> {
-        let config = &self.inner.config;
-        let mut names: Vec<String> = self.inner.groups.keys().cloned().collect();
-        names.extend(config.aliases.keys().cloned());
-        if !config.auto.tiers.is_empty() {
-            names.push("auto".into());
-        }
-        names
+        self.inner.config.served_names().into_iter().map(|n| n.name).collect()
     }
 
     pub fn deployments(&self) -> &[Deployment] {
@@ -122,7 +134,7 @@ impl Inner {
         if name == "auto" && !self.config.auto.tiers.is_empty() {
             name = self.config.auto.model(facts, tier).unwrap_or_default().to_string();
         }
-        for _ in 0..4 {
+        for _ in 0..=MAX_ALIAS_HOPS {
             if self.groups.contains_key(&name) {
                 return Ok(name);
             }
@@ -143,6 +155,13 @@ impl Inner {
         map.get(group).map_or(&[], Vec::as_slice)
     }
 
+    /// The remote deployments of KV-aware groups.
+    fn poll_targets(&self) -> Vec<PollTarget> {
+        let kv_members = self.groups.values().filter(|g| g.kv_aware).flat_map(|g| g.members.iter());
+        let deps = kv_members.map(|&i| &self.deployments[i]);
+        deps.filter_map(|d| d.remote_url.as_deref().map(|url| PollTarget::new(&d.name, url, &d.load))).collect()
+    }
+
     fn note_state(&self, dep: &Deployment) {
         if let Some(metrics) = &self.metrics {
             metrics.state(&dep.name, dep.breaker.state(Instant::now()).code());
@@ -159,7 +178,10 @@ impl ChatBackend for Router {
 
 async fn route(inner: Arc<Inner>, call: ChatCall) -> ChatResult {
     let facts = prompt_facts(&call);
-    let first = inner.resolve(call.request.model.as_deref(), &facts, call.ctx.hints.tier.as_deref())?;
+    let first = match inner.resolve(call.request.model.as_deref(), &facts, call.ctx.hints.tier.as_deref()) {
+        Ok(group) => group,
+        Err(error) => return pass_through(&inner, call, error).await,
+    };
     let mut queue = VecDeque::from([(first.clone(), first)]);
     let mut tried: Vec<String> = Vec::new();
     let mut last = None;
@@ -193,6 +215,16 @@ async fn route(inner: Arc<Inner>, call: ChatCall) -> ChatResult {
     last_resort(&inner, &call, last, tried.len())
 }
 
+/// A name the routes lack goes to the passthrough backend as it is, when there is one.
+async fn pass_through(inner: &Inner, call: ChatCall, error: ApiError) -> ChatResult {
+    let Some(backend) = inner.passthrough.get().cloned() else { return Err(error.into()) };
+    let model = call.request.model.clone().unwrap_or_default();
+    let mut outcome = backend.chat(call).await?;
+    outcome.headers.push(("x-sconce-model", model));
+    outcome.headers.push(("x-sconce-deployment", "local".into()));
+    Ok(outcome)
+}
+
 fn last_resort(inner: &Inner, call: &ChatCall, last: Option<ApiError>, tried: usize) -> ChatResult {
     let error = last.unwrap_or_else(|| ApiError::unavailable("no deployment could answer"));
     let (Some(text), Cause::Retryable) = (&inner.config.static_fallback, Cause::of(&error)) else {
@@ -213,12 +245,15 @@ fn prompt_facts(call: &ChatCall) -> AutoFacts {
 
 /// Tries the group's open deployments, best first, until one answers.
 async fn try_group(inner: &Inner, group: &str, call: &ChatCall) -> Result<(ChatOutcome, String), ApiError> {
-    let members = inner.groups.get(group).map_or(&[][..], Vec::as_slice);
+    let (members, strategy, kv_aware) = match inner.groups.get(group) {
+        Some(plan) => (plan.members.as_slice(), plan.strategy, plan.kv_aware),
+        None => (&[][..], inner.config.strategy, false),
+    };
     let now = Instant::now();
-    let mut candidates: Vec<usize> =
-        members.iter().copied().filter(|&i| inner.deployments[i].breaker.state(now) != BreakerState::Open).collect();
+    let open = |i: &usize| inner.deployments[*i].breaker.state(now) != BreakerState::Open;
+    let mut candidates: Vec<usize> = members.iter().copied().filter(open).collect();
     let loads: Vec<&Load> = inner.deployments.iter().map(|d| &*d.load).collect();
-    order(&loads, &mut candidates, inner.config.strategy, inner.config.kv_aware);
+    order(&loads, &mut candidates, strategy, kv_aware);
     let mut last = ApiError::unavailable(format!("every deployment of `{group}` is unavailable (circuit open)"));
     for index in candidates {
         let dep = &inner.deployments[index];

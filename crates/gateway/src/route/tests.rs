@@ -67,7 +67,7 @@ fn closed_port() -> String {
 }
 
 fn group_config(url: &str, threshold: u32) -> RoutingConfig {
-    let group = GroupConfig { name: "chat".into(), deployments: vec![dep("primary", Some(url)), dep("local", None)] };
+    let group = GroupConfig::new("chat", vec![dep("primary", Some(url)), dep("local", None)]);
     RoutingConfig {
         groups: vec![group],
         breaker: BreakerConfig { failure_threshold: threshold, cooldown_secs: 0.3, ..BreakerConfig::default() },
@@ -97,8 +97,8 @@ async fn a_closed_port_falls_through_to_the_next_deployment_and_opens_the_breake
 async fn fallbacks_follow_the_cause_and_static_is_last() {
     let mut config = group_config(&closed_port(), 5);
     config.groups[0].deployments.truncate(1);
-    config.groups.push(GroupConfig { name: "long".into(), deployments: vec![dep("long", None)] });
-    config.groups.push(GroupConfig { name: "backup".into(), deployments: vec![dep("backup", None)] });
+    config.groups.push(GroupConfig::new("long", vec![dep("long", None)]));
+    config.groups.push(GroupConfig::new("backup", vec![dep("backup", None)]));
     config.fallbacks.insert("chat".into(), vec!["backup".into()]);
     config.context_window_fallbacks.insert("backup".into(), vec!["long".into()]);
     let backup = named("backup", Some(ApiError::context_length_exceeded("too long")));
@@ -118,7 +118,7 @@ async fn fallbacks_follow_the_cause_and_static_is_last() {
 async fn client_errors_are_not_retried_and_never_become_500() {
     let bad = named("bad", Some(ApiError::invalid_request("nope")));
     let mut config = RoutingConfig::default();
-    config.groups.push(GroupConfig { name: "g".into(), deployments: vec![dep("bad", None)] });
+    config.groups.push(GroupConfig::new("g", vec![dep("bad", None)]));
     config.retry.max_retries = 3;
     let router = router(config, vec![("bad", bad.clone())]);
     let error = router.chat(call("g", "hi")).await.err().unwrap();
@@ -132,7 +132,7 @@ async fn client_errors_are_not_retried_and_never_become_500() {
 async fn retryable_failures_retry_then_count() {
     let flaky = named("flaky", Some(ApiError::overloaded("busy")));
     let mut config = RoutingConfig::default();
-    config.groups.push(GroupConfig { name: "g".into(), deployments: vec![dep("flaky", None)] });
+    config.groups.push(GroupConfig::new("g", vec![dep("flaky", None)]));
     config.retry = retry::RetryConfig { max_retries: 2, base_delay_ms: 1, max_delay_ms: 2 };
     let router = router(config, vec![("flaky", flaky.clone())]);
     let error = router.chat(call("g", "hi")).await.err().unwrap();
@@ -144,7 +144,7 @@ async fn retryable_failures_retry_then_count() {
 async fn auto_and_aliases_pick_groups() {
     let mut config = RoutingConfig::default();
     for name in ["small", "big"] {
-        config.groups.push(GroupConfig { name: name.into(), deployments: vec![dep(name, None)] });
+        config.groups.push(GroupConfig::new(name, vec![dep(name, None)]));
     }
     config.aliases.insert("gpt-4o".into(), "big".into());
     config.auto.tiers.insert("fast".into(), "small".into());

@@ -41,7 +41,8 @@ impl ChatBackend for LocalChat {
     }
 }
 
-/// All chunks, always closed by the usage chunk (the HTTP layer hides it unless asked).
+/// All chunks, always closed by the usage chunk (the HTTP layer hides it unless asked);
+/// a stage's stop request ends them early with the usage so far.
 fn chunks(mut format: ChatFormat, mut deltas: DeltaStream, marks: Arc<Marks>) -> ChunkStream {
     Box::pin(async_stream::stream! {
         for chunk in format.opening(deltas.choices()) {
@@ -51,6 +52,11 @@ fn chunks(mut format: ChatFormat, mut deltas: DeltaStream, marks: Arc<Marks>) ->
             note_timings(&marks, &delta);
             if let Some(chunk) = format.chunk(&delta) {
                 yield Ok(chunk);
+            }
+            if marks.stop_requested() {
+                // Dropping the deltas aborts the generation; bill what was generated.
+                yield Ok(format.usage_chunk(deltas.usage_so_far()));
+                return;
             }
         }
         if deltas.is_complete() {

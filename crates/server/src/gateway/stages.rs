@@ -34,6 +34,7 @@ pub fn innermost(config: &GatewayConfig, local: SharedBackend, registry: &Regist
     }
     let pick = |_: &DeploymentConfig| Some(local.clone());
     let router = Router::new(config.routing.clone(), &pick, RouteMetrics::new(registry).ok())?;
+    router.pass_unknown_names_to(local);
     Ok(sconce_gateway::telemetry::timed("route", Arc::new(router)))
 }
 

@@ -2,7 +2,8 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use sconce_protocol::models::{ModelCard, ModelList};
+use sconce_gateway::route::catalog::ServedName;
+use sconce_protocol::models::{ModelCard, ModelList, ModelRoute};
 use sconce_protocol::tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
 use sconce_protocol::ApiError;
 
@@ -16,13 +17,49 @@ fn card(state: &AppState, backend: &Backend) -> ModelCard {
     ModelCard::new(&info.name, root, state.started(), info.max_model_len)
 }
 
+/// A card for a name the gateway routes: a group, an alias or `auto`.
+fn routed_card(state: &AppState, name: ServedName) -> ModelCard {
+    let local_len = state.backend().map(|backend| backend.info().max_model_len);
+    let root = name.group.clone().unwrap_or_else(|| name.name.clone());
+    let mut card = ModelCard::new(&name.name, &root, state.started(), 0);
+    card.max_model_len = if name.local_only { local_len } else { None };
+    let route = ModelRoute {
+        kind: name.kind.as_str().into(),
+        group: name.group,
+        deployments: name.deployments,
+        tiers: name.tiers,
+    };
+    card.sconce = Some(route);
+    card
+}
+
+/// Every name the gateway's routing serves; empty with routing off.
+fn routed_cards(state: &AppState) -> Vec<ModelCard> {
+    let Some(handle) = state.gateway() else { return Vec::new() };
+    let names = handle.gateway.config.routing.served_names();
+    names.into_iter().map(|name| routed_card(state, name)).collect()
+}
+
+fn loading() -> ApiError {
+    ApiError::unavailable("the model is still loading")
+}
+
+/// The local model, then the routed names (a group shadows a local model of its name).
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, HttpError> {
-    let backend = state.backend().ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
-    Ok(Json(ModelList::new(vec![card(&state, backend)])))
+    let routed = routed_cards(&state);
+    let local = state.backend().map(|backend| card(&state, backend));
+    if local.is_none() && routed.is_empty() {
+        return Err(loading().into());
+    }
+    let local = local.filter(|card| routed.iter().all(|r| r.id != card.id));
+    Ok(Json(ModelList::new(local.into_iter().chain(routed).collect())))
 }
 
 pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelCard>, HttpError> {
-    let backend = state.backend().ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
+    if let Some(routed) = routed_cards(&state).into_iter().find(|card| card.id == id) {
+        return Ok(Json(routed));
+    }
+    let backend = state.backend().ok_or_else(loading)?;
     state.check_model(backend, Some(&id))?;
     Ok(Json(card(&state, backend)))
 }
