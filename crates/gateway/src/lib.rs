@@ -12,6 +12,7 @@ pub mod route;
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod endpoint;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sconce_protocol::chat::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse};
+use sconce_protocol::completion::CompletionResponse;
 use sconce_protocol::ApiError;
 
 /// The caller behind a request, once authenticated (or anonymous with auth off).
@@ -116,28 +118,35 @@ pub struct ChatCall {
 
 /// Chunks of a streamed reply. A backend always ends a successful stream with a usage
 /// chunk (`choices: []`, `usage` set); the HTTP layer hides it unless the client asked.
-pub type ChunkStream = BoxStream<'static, Result<ChatCompletionChunk, ApiError>>;
+pub type ReplyStream<C> = BoxStream<'static, Result<C, ApiError>>;
+pub type ChunkStream = ReplyStream<ChatCompletionChunk>;
 
-/// What a backend answers.
-pub enum ChatReply {
-    Full(Box<ChatCompletionResponse>),
-    Stream(ChunkStream),
+/// What a backend answers: one body, or a stream of chunks.
+pub enum Reply<F, C> {
+    Full(Box<F>),
+    Stream(ReplyStream<C>),
 }
+
+pub type ChatReply = Reply<ChatCompletionResponse, ChatCompletionChunk>;
+/// `/v1/completions` uses one type for full responses and chunks.
+pub type CompletionReply = Reply<CompletionResponse, CompletionResponse>;
 
 /// Response headers a stage wants added (e.g. cost, rate-limit state).
 pub type ExtraHeaders = Vec<(&'static str, String)>;
 
 /// A reply with the headers the stages attached.
-pub struct ChatOutcome {
-    pub reply: ChatReply,
+pub struct Outcome<R> {
+    pub reply: R,
     pub headers: ExtraHeaders,
 }
 
-impl ChatOutcome {
-    pub fn new(reply: ChatReply) -> Self {
+impl<R> Outcome<R> {
+    pub fn new(reply: R) -> Self {
         Self { reply, headers: Vec::new() }
     }
 }
+
+pub type ChatOutcome = Outcome<ChatReply>;
 
 /// An error with the headers the stages attached (e.g. `Retry-After`).
 #[derive(Debug)]
@@ -153,6 +162,7 @@ impl From<ApiError> for ChatFailure {
 }
 
 pub type ChatResult = Result<ChatOutcome, ChatFailure>;
+pub type CallResult<R> = Result<Outcome<R>, ChatFailure>;
 
 /// Answers chat requests. Implemented by the local engine and by every stage.
 pub trait ChatBackend: Send + Sync + 'static {

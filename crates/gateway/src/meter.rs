@@ -7,16 +7,16 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use futures_util::Stream;
-use sconce_protocol::chat::{ChatCompletionChunk, ChatCompletionResponse};
+use futures_util::{Future, Stream};
 use sconce_protocol::{ApiError, Usage};
 
 use crate::config::GatewayConfig;
+use crate::endpoint::{EndpointReply, EndpointRequest};
 use crate::ledger::{Ledger, UsageRecord};
 use crate::metrics::GatewayMetrics;
 use crate::policy::PolicyState;
 use crate::telemetry::{Operation, RequestSpan};
-use crate::{CallContext, ChatBackend, ChatCall, ChatReply, ChatResult, ChunkStream, Layer, SharedBackend};
+use crate::{CallContext, CallResult, ChatBackend, ChatCall, ChatResult, Layer, Reply, ReplyStream, SharedBackend};
 
 pub const COST_HEADER: &str = "x-sconce-cost";
 pub const OVERHEAD_HEADER: &str = "x-sconce-gateway-overhead-ms";
@@ -44,41 +44,51 @@ struct Meter {
 
 impl ChatBackend for Meter {
     fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
-        let state = self.state.clone();
         let inner = self.inner.clone();
-        let mut tally = Tally::start(&call);
-        Box::pin(async move {
-            match inner.chat(call).await {
-                Ok(mut outcome) => {
-                    let overhead = tally.ctx.marks.overhead(tally.ctx.received);
-                    outcome.headers.push((OVERHEAD_HEADER, format!("{:.3}", overhead.as_secs_f64() * 1e3)));
-                    outcome.reply = match outcome.reply {
-                        ChatReply::Full(response) => {
-                            tally.absorb_full(&response);
-                            let cost = state.finish(tally);
-                            outcome.headers.push((COST_HEADER, format!("{cost:.8}")));
-                            ChatReply::Full(response)
-                        }
-                        ChatReply::Stream(stream) => {
-                            ChatReply::Stream(Box::pin(MeteredStream { inner: stream, tally: Some(tally), state }))
-                        }
-                    };
-                    Ok(outcome)
-                }
-                Err(failure) => {
-                    tally.fail(&failure.error);
-                    state.finish(tally);
-                    Err(failure)
-                }
+        let tally = Tally::start(&call.ctx, &call.request);
+        Box::pin(self.state.clone().meter(tally, async move { inner.chat(call).await }))
+    }
+}
+
+impl MeterState {
+    /// Meters one request of any endpoint around `run` (the stages under the meter):
+    /// one ledger row, whether it succeeds, fails, streams or is cancelled.
+    pub async fn meter<F: EndpointReply, C: EndpointReply>(
+        self: Arc<Self>,
+        tally: Tally,
+        run: impl Future<Output = CallResult<Reply<F, C>>>,
+    ) -> CallResult<Reply<F, C>> {
+        let (received, marks) = (tally.ctx.received, tally.ctx.marks.clone());
+        let mut booking = Booking { tally: Some(tally), state: self };
+        match run.await {
+            Ok(mut outcome) => {
+                let overhead = marks.overhead(received);
+                outcome.headers.push((OVERHEAD_HEADER, format!("{:.3}", overhead.as_secs_f64() * 1e3)));
+                outcome.reply = match outcome.reply {
+                    Reply::Full(mut response) => {
+                        booking.absorb(response.as_mut());
+                        let cost = booking.finish();
+                        outcome.headers.push((COST_HEADER, format!("{cost:.8}")));
+                        Reply::Full(response)
+                    }
+                    Reply::Stream(inner) => Reply::Stream(Box::pin(MeteredStream { inner, booking })),
+                };
+                Ok(outcome)
             }
-        })
+            Err(failure) => {
+                booking.fail(&failure.error);
+                booking.finish();
+                Err(failure)
+            }
+        }
     }
 }
 
 /// What is known of one request so far.
-struct Tally {
+pub struct Tally {
     ctx: CallContext,
     ts: i64,
+    operation: Operation,
     model: String,
     user: String,
     first_token: Option<Instant>,
@@ -89,41 +99,35 @@ struct Tally {
 }
 
 impl Tally {
-    fn start(call: &ChatCall) -> Self {
+    /// Starts metering a request as it enters the meter.
+    pub fn start<Q: EndpointRequest>(ctx: &CallContext, request: &Q) -> Self {
         Self {
-            ctx: call.ctx.clone(),
+            ctx: ctx.clone(),
             ts: crate::usage::unix_now(),
-            model: call.request.model.clone().unwrap_or_default(),
-            user: call.request.sampling.user.clone().unwrap_or_default(),
+            operation: Q::OPERATION,
+            model: request.model().unwrap_or_default().to_string(),
+            user: request.user().unwrap_or_default().to_string(),
             first_token: None,
             usage: None,
             finish_reason: None,
             status: 499,
-            span: RequestSpan::start(Operation::Chat, call.request.model.as_deref(), &call.ctx),
+            span: RequestSpan::start(Q::OPERATION, request.model(), ctx),
         }
     }
 
-    fn absorb_full(&mut self, response: &ChatCompletionResponse) {
-        self.model.clone_from(&response.model);
-        self.usage = Some(response.usage);
-        self.finish_reason = response.choices.first().and_then(|choice| choice.finish_reason.clone());
-        self.status = 200;
-    }
-
-    fn absorb_chunk(&mut self, chunk: &ChatCompletionChunk) {
-        if self.model != chunk.model {
-            self.model.clone_from(&chunk.model);
+    /// Reads a full reply or a chunk; a usage means the request completed.
+    fn absorb(&mut self, reply: &impl EndpointReply) {
+        if self.model != reply.model() {
+            self.model = reply.model().to_string();
         }
-        for choice in &chunk.choices {
-            if self.first_token.is_none() && choice.delta.content.as_deref().is_some_and(|text| !text.is_empty()) {
-                self.first_token = Some(Instant::now());
-            }
-            if choice.finish_reason.is_some() && self.finish_reason.is_none() {
-                self.finish_reason.clone_from(&choice.finish_reason);
-            }
+        if self.first_token.is_none() && reply.shows_text() {
+            self.first_token = Some(Instant::now());
         }
-        if let Some(Some(usage)) = chunk.usage {
-            self.usage = Some(usage);
+        if self.finish_reason.is_none() {
+            self.finish_reason = reply.finish_reason().map(str::to_string);
+        }
+        if let Some(usage) = reply.usage() {
+            self.usage = Some(*usage);
             self.status = 200;
         }
     }
@@ -133,7 +137,20 @@ impl Tally {
         self.finish_reason = Some(error.code.unwrap_or("error").to_string());
     }
 
+    /// The cost from the price table; only completed requests cost anything.
+    fn cost(&self, config: &GatewayConfig) -> f64 {
+        let usage = self.usage.unwrap_or_default();
+        let (prompt, completion) = (usage.prompt_tokens as u64, usage.completion_tokens as u64);
+        let cached = usage.prompt_tokens_details.cached_tokens as u64;
+        if self.status == 200 {
+            config.cost(&self.model, prompt, cached, completion)
+        } else {
+            0.0
+        }
+    }
+
     fn into_record(self, config: &GatewayConfig) -> UsageRecord {
+        let cost = self.cost(config);
         let latency = self.ctx.received.elapsed();
         let usage = self.usage.unwrap_or_default();
         let (prompt, completion) = (usage.prompt_tokens as u64, usage.completion_tokens as u64);
@@ -151,7 +168,8 @@ impl Tally {
         UsageRecord {
             request_id: self.ctx.request_id,
             ts: self.ts,
-            cost: if self.status == 200 { config.cost(&self.model, prompt, cached, completion) } else { 0.0 },
+            operation: self.operation.as_str().to_string(),
+            cost,
             model: self.model,
             key_id: self.ctx.principal.key_id,
             key_alias: self.ctx.principal.alias,
@@ -203,46 +221,60 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// Meters chunks as they pass; books the request when the stream ends or is dropped.
-struct MeteredStream {
-    inner: ChunkStream,
+/// Books a request exactly once: when it finishes, or when dropped (cancelled: 499).
+struct Booking {
     tally: Option<Tally>,
     state: Arc<MeterState>,
 }
 
-impl Stream for MeteredStream {
-    type Item = Result<ChatCompletionChunk, ApiError>;
+impl Booking {
+    /// Reads a reply or chunk and writes the cost into its usage, once known.
+    fn absorb(&mut self, reply: &mut impl EndpointReply) {
+        if let Some(tally) = self.tally.as_mut() {
+            tally.absorb(reply);
+            if let Some(usage) = reply.usage_mut() {
+                usage.cost = Some(tally.cost(&self.state.config));
+            }
+        }
+    }
+
+    fn fail(&mut self, error: &ApiError) {
+        if let Some(tally) = self.tally.as_mut() {
+            tally.fail(error);
+        }
+    }
+
+    /// Books the request (once); returns its cost.
+    fn finish(&mut self) -> f64 {
+        self.tally.take().map_or(0.0, |tally| self.state.finish(tally))
+    }
+}
+
+impl Drop for Booking {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Meters chunks as they pass; books the request when the stream ends or is dropped.
+struct MeteredStream<C> {
+    inner: ReplyStream<C>,
+    booking: Booking,
+}
+
+impl<C: EndpointReply> Stream for MeteredStream<C> {
+    type Item = Result<C, ApiError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = self.inner.as_mut().poll_next(cx);
-        match &item {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(tally) = self.tally.as_mut() {
-                    tally.absorb_chunk(chunk);
-                }
+        let mut item = self.inner.as_mut().poll_next(cx);
+        match &mut item {
+            Poll::Ready(Some(Ok(chunk))) => self.booking.absorb(chunk),
+            Poll::Ready(Some(Err(error))) => self.booking.fail(error),
+            Poll::Ready(None) => {
+                self.booking.finish();
             }
-            Poll::Ready(Some(Err(error))) => {
-                if let Some(tally) = self.tally.as_mut() {
-                    tally.fail(error);
-                }
-            }
-            Poll::Ready(None) => self.close(),
             Poll::Pending => {}
         }
         item
-    }
-}
-
-impl MeteredStream {
-    fn close(&mut self) {
-        if let Some(tally) = self.tally.take() {
-            self.state.finish(tally);
-        }
-    }
-}
-
-impl Drop for MeteredStream {
-    fn drop(&mut self) {
-        self.close();
     }
 }

@@ -1,5 +1,6 @@
 //! [`Gateway`]: opens the store, loads keys, starts the ledger and builds the stages.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,16 +9,17 @@ use sconce_protocol::ApiError;
 use crate::auth::Auth;
 use crate::budget::SpendBook;
 use crate::config::{BudgetPeriod, GatewayConfig};
+use crate::endpoint::{EndpointReply, EndpointRequest};
 use crate::keys::{ApiKey, KeyCache, NewKey};
 use crate::ledger::Ledger;
 use crate::limits::RateLimits;
-use crate::meter::{MeterLayer, MeterState};
+use crate::meter::{MeterLayer, MeterState, Tally};
 use crate::metrics::GatewayMetrics;
-use crate::policy::{PolicyLayer, PolicyState};
+use crate::policy::{with_headers, PolicyLayer, PolicyState};
 use crate::redis_store::RedisStore;
 use crate::store::Store;
 use crate::usage::{summarize, unix_now, GroupBy, UsageQuery, UsageReport};
-use crate::{Principal, Stack};
+use crate::{CallContext, CallResult, ChatFailure, Outcome, Principal, Reply, Stack};
 
 /// How often keys created or revoked elsewhere (the CLI, other replicas) are picked up.
 const KEY_RELOAD: Duration = Duration::from_secs(2);
@@ -29,6 +31,7 @@ pub struct Gateway {
     pub ledger: Arc<Ledger>,
     pub metrics: Arc<GatewayMetrics>,
     pub policy: Arc<PolicyState>,
+    pub meter: Arc<MeterState>,
 }
 
 impl Gateway {
@@ -56,20 +59,43 @@ impl Gateway {
             spend,
             metrics: Some(metrics.clone()),
         });
-        let gateway = Arc::new(Self { config, store, auth, ledger, metrics, policy });
+        let meter = Arc::new(MeterState {
+            config: config.clone(),
+            ledger: Some(ledger.clone()),
+            metrics: Some(metrics.clone()),
+            policy: Some(policy.clone()),
+        });
+        let gateway = Arc::new(Self { config, store, auth, ledger, metrics, policy, meter });
         tokio::spawn(reload_keys(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
 
     /// Metering outermost, so refusals are metered too; then the policy.
     pub fn stack(&self) -> Stack {
-        let meter = MeterState {
-            config: self.config.clone(),
-            ledger: Some(self.ledger.clone()),
-            metrics: Some(self.metrics.clone()),
-            policy: Some(self.policy.clone()),
+        Stack::new().push(MeterLayer(self.meter.clone())).push(PolicyLayer(self.policy.clone()))
+    }
+
+    /// Runs a request of an endpoint outside the chat stack (`/v1/completions`) through
+    /// the stack's first two stages, the meter and the policy, then `backend`.
+    pub async fn serve<Q, F, C, Fut>(
+        &self,
+        ctx: CallContext,
+        mut request: Q,
+        backend: impl FnOnce(Q, CallContext) -> Fut,
+    ) -> CallResult<Reply<F, C>>
+    where
+        Q: EndpointRequest,
+        F: EndpointReply,
+        C: EndpointReply,
+        Fut: Future<Output = Result<Reply<F, C>, ApiError>>,
+    {
+        let tally = Tally::start(&ctx, &request);
+        let policy = self.policy.clone();
+        let run = async move {
+            let headers = policy.admit(&ctx.principal, &mut request).await?;
+            with_headers(backend(request, ctx).await.map(Outcome::new).map_err(ChatFailure::from), headers)
         };
-        Stack::new().push(MeterLayer(Arc::new(meter))).push(PolicyLayer(self.policy.clone()))
+        self.meter.clone().meter(tally, run).await
     }
 
     pub async fn create_key(&self, new: NewKey) -> anyhow::Result<(String, ApiKey)> {
@@ -92,8 +118,9 @@ impl Gateway {
 
     /// The usage report: everything for the admin, the caller's own key otherwise.
     pub async fn usage(&self, query: &UsageQuery, principal: &Principal) -> Result<UsageReport, ApiError> {
-        let group_by = GroupBy::parse(query.group_by.as_deref())
-            .ok_or_else(|| ApiError::invalid_param("group_by", "group_by must be model, key, team or user"))?;
+        let group_by = GroupBy::parse(query.group_by.as_deref()).ok_or_else(|| {
+            ApiError::invalid_param("group_by", "group_by must be model, key, team, user or operation")
+        })?;
         let scope = (self.auth.is_enabled() && !principal.is_admin).then_some(principal.key_id.as_str());
         self.ledger.flush().await;
         let (start, end) = (query.start.unwrap_or(0), query.end.unwrap_or(unix_now() + 1));

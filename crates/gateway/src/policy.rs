@@ -2,15 +2,17 @@
 
 use std::sync::Arc;
 
-use sconce_protocol::chat::ChatCompletionRequest;
 use sconce_protocol::ApiError;
 
 use crate::budget::SpendBook;
 use crate::config::{BudgetPeriod, GatewayConfig};
+use crate::endpoint::EndpointRequest;
 use crate::keys::ApiKey;
 use crate::limits::{self, RateLimits, Unit};
 use crate::metrics::GatewayMetrics;
-use crate::{ChatBackend, ChatCall, ChatFailure, ChatResult, ExtraHeaders, Layer, SharedBackend};
+use crate::{
+    CallResult, ChatBackend, ChatCall, ChatFailure, ChatResult, ExtraHeaders, Layer, Principal, SharedBackend,
+};
 
 /// Everything the policy checks against, shared by all requests.
 pub struct PolicyState {
@@ -39,29 +41,47 @@ impl ChatBackend for Policy {
         let state = self.state.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
-            let headers = match call.ctx.principal.key.clone() {
-                Some(key) => state.admit(&key, &call.ctx.principal.team, &mut call.request).await?,
-                None => ExtraHeaders::new(),
-            };
-            let mut outcome = inner.chat(call).await.map_err(|mut failure| {
-                failure.headers.extend(headers.iter().cloned());
-                failure
-            })?;
-            outcome.headers.extend(headers);
-            Ok(outcome)
+            let headers = state.admit(&call.ctx.principal, &mut call.request).await?;
+            with_headers(inner.chat(call).await, headers)
         })
     }
 }
 
+/// Adds the policy's headers to what the stages below answered, reply or refusal.
+pub fn with_headers<R>(result: CallResult<R>, headers: ExtraHeaders) -> CallResult<R> {
+    match result {
+        Ok(mut outcome) => {
+            outcome.headers.extend(headers);
+            Ok(outcome)
+        }
+        Err(mut failure) => {
+            failure.headers.extend(headers);
+            Err(failure)
+        }
+    }
+}
+
 impl PolicyState {
-    /// Checks one request against its key; returns the `x-ratelimit-*` headers.
-    async fn admit(
+    /// Admits one request of any endpoint for its caller (anyone without a key record
+    /// passes); returns the `x-ratelimit-*` headers.
+    pub async fn admit(
+        &self,
+        principal: &Principal,
+        request: &mut impl EndpointRequest,
+    ) -> Result<ExtraHeaders, ChatFailure> {
+        match principal.key.as_deref() {
+            Some(key) => self.admit_key(key, &principal.team, request).await,
+            None => Ok(ExtraHeaders::new()),
+        }
+    }
+
+    async fn admit_key(
         &self,
         key: &ApiKey,
         team: &str,
-        request: &mut ChatCompletionRequest,
+        request: &mut impl EndpointRequest,
     ) -> Result<ExtraHeaders, ChatFailure> {
-        if let Some(model) = request.model.as_deref().filter(|model| !key.allows_model(model)) {
+        if let Some(model) = request.model().filter(|model| !key.allows_model(model)) {
             return Err(crate::auth::forbidden(&format!("this key may not use the model `{model}`")).into());
         }
         clamp_max_tokens(key, request)?;
@@ -71,7 +91,7 @@ impl PolicyState {
             self.take(&key.id, Unit::Requests, rpm, 1, &mut headers).await?;
         }
         if let Some(tpm) = key.tpm_limit {
-            self.take(&key.id, Unit::Tokens, tpm, estimate_prompt_tokens(request), &mut headers).await?;
+            self.take(&key.id, Unit::Tokens, tpm, request.estimated_prompt_tokens(), &mut headers).await?;
         }
         Ok(headers)
     }
@@ -133,20 +153,14 @@ fn rate_limited(message: String, code: &'static str) -> ApiError {
 }
 
 /// Caps `max_tokens` at the key's ceiling (and sets it when absent).
-fn clamp_max_tokens(key: &ApiKey, request: &mut ChatCompletionRequest) -> Result<(), ApiError> {
+fn clamp_max_tokens(key: &ApiKey, request: &mut impl EndpointRequest) -> Result<(), ApiError> {
     let Some(ceiling) = key.max_tokens else {
         return Ok(());
     };
     let ceiling = usize::try_from(ceiling).unwrap_or(usize::MAX);
     let wanted = request.max_tokens().unwrap_or(ceiling).min(ceiling);
-    request.max_completion_tokens = Some(wanted);
+    request.set_max_tokens(wanted);
     Ok(())
-}
-
-/// A cheap prompt-size estimate (4 bytes a token) for the TPM pre-check.
-fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
-    let bytes: usize = request.messages.iter().map(|message| message.text().map_or(0, |text| text.len())).sum();
-    (bytes as u64).div_ceil(4).max(1)
 }
 
 impl PolicyState {

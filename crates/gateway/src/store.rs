@@ -11,7 +11,10 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::keys::ApiKey;
 use crate::ledger::UsageRecord;
 
-const INIT_SQL: &str = include_str!("../migrations/0001_init.sql");
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "usage operation", include_str!("../migrations/0002_usage_operation.sql")),
+];
 
 /// A connection pool with the schema in place.
 #[derive(Clone)]
@@ -125,8 +128,13 @@ impl Store {
 }
 
 fn migrator() -> Migrator {
-    let init = Migration::new(1, Cow::Borrowed("init"), MigrationType::Simple, Cow::Borrowed(INIT_SQL), false);
-    Migrator { migrations: Cow::Owned(vec![init]), ignore_missing: false, locking: true, no_tx: false }
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|&(version, name, sql)| {
+            Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, Cow::Borrowed(sql), false)
+        })
+        .collect();
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
 }
 
 /// Creates the database's folder and asks sqlx to create the file.
@@ -139,11 +147,11 @@ fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
     Ok(if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") })
 }
 
-/// Rows per multi-row INSERT (17 parameters each, well under SQLite's limit).
+/// Rows per multi-row INSERT (18 parameters each, well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 64;
-const USAGE_COLUMNS: usize = 17;
+const USAGE_COLUMNS: usize = 18;
 
-/// `($1, …, $17), ($18, …)`: placeholders for `rows` rows.
+/// `($1, …, $18), ($19, …)`: placeholders for `rows` rows.
 fn usage_placeholders(rows: usize) -> String {
     let tuple = |row: usize| {
         let params: Vec<String> = (1..=USAGE_COLUMNS).map(|col| format!("${}", row * USAGE_COLUMNS + col)).collect();
@@ -154,8 +162,8 @@ fn usage_placeholders(rows: usize) -> String {
 
 fn usage_insert_sql(rows: usize) -> String {
     format!(
-        "INSERT INTO usage_ledger (request_id, ts, model, key_id, key_alias, team, user_id, status, finish_reason, \
-         prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s) \
+        "INSERT INTO usage_ledger (request_id, ts, operation, model, key_id, key_alias, team, user_id, status, \
+         finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s) \
          VALUES {} ON CONFLICT (request_id) DO NOTHING",
         usage_placeholders(rows)
     )
@@ -168,6 +176,7 @@ fn bind_usage_rows<'q>(mut query: AnyQuery<'q>, rows: &'q [UsageRecord]) -> AnyQ
         query = query
             .bind(&row.request_id)
             .bind(row.ts)
+            .bind(&row.operation)
             .bind(&row.model)
             .bind(&row.key_id)
             .bind(&row.key_alias)
@@ -191,6 +200,7 @@ fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
     Ok(UsageRecord {
         request_id: row.try_get("request_id")?,
         ts: row.try_get("ts")?,
+        operation: row.try_get("operation")?,
         model: row.try_get("model")?,
         key_id: row.try_get("key_id")?,
         key_alias: row.try_get("key_alias")?,

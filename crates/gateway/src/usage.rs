@@ -1,4 +1,4 @@
-//! `GET /v1/usage`: ledger rows grouped by model, key, team or user, with latency
+//! `GET /v1/usage`: ledger rows grouped by model, key, team, user or operation, with latency
 //! percentiles computed here so SQLite and Postgres answer alike.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ pub enum GroupBy {
     Key,
     Team,
     User,
+    Operation,
 }
 
 impl GroupBy {
@@ -32,6 +33,7 @@ impl GroupBy {
             "key" => Some(Self::Key),
             "team" => Some(Self::Team),
             "user" => Some(Self::User),
+            "operation" => Some(Self::Operation),
             _ => None,
         }
     }
@@ -42,6 +44,7 @@ impl GroupBy {
             Self::Key => &row.key_alias,
             Self::Team => &row.team,
             Self::User => &row.user,
+            Self::Operation => &row.operation,
         }
     }
 }

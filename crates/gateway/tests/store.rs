@@ -11,6 +11,7 @@ fn row(id: &str, key: &str, tokens: u64) -> UsageRecord {
     UsageRecord {
         request_id: id.into(),
         ts: 100,
+        operation: "text_completion".into(),
         model: "m".into(),
         key_id: key.into(),
         key_alias: key.into(),
@@ -36,6 +37,7 @@ async fn exercise(store: Store, tag: &str) {
     store.insert_usage(&rows[..1]).await.unwrap(); // a replayed row is ignored
     let read = store.usage(0, 1000, Some(&key_id)).await.unwrap();
     assert_eq!(read.len(), 10);
+    assert!(read.iter().all(|r| r.operation == "text_completion"));
     assert_eq!(read.iter().map(|r| r.prompt_tokens).sum::<u64>(), 45);
     let spend = store.spend_since(0).await.unwrap();
     let mine = spend.iter().find(|(k, _, _)| *k == key_id).unwrap();
@@ -53,9 +55,13 @@ async fn sqlite_store_round_trips_keys_and_usage() {
 
 #[tokio::test]
 async fn postgres_store_round_trips_keys_and_usage() {
-    let Ok(url) = std::env::var("SCONCE_TEST_POSTGRES_URL") else {
-        eprintln!("skipping: SCONCE_TEST_POSTGRES_URL is not set");
-        return;
+    let url = match std::env::var("SCONCE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var_os("CI").is_some() => panic!("CI is set but SCONCE_TEST_POSTGRES_URL is not"),
+        _ => {
+            eprintln!("skipping: SCONCE_TEST_POSTGRES_URL is not set");
+            return;
+        }
     };
     let tag = format!("pg{}", std::process::id());
     exercise(Store::open(&url).await.unwrap(), &tag).await;

@@ -29,6 +29,20 @@ pub trait ResponseFormat: Send + 'static {
     fn into_response(self, usage: Usage) -> Self::Response;
 }
 
+/// Streams or answers with one body, as the request asked.
+pub async fn answer<F: ResponseFormat>(
+    format: F,
+    deltas: DeltaStream,
+    streamed: bool,
+    include_usage: bool,
+) -> Result<Response, ApiError> {
+    if streamed {
+        Ok(stream(format, deltas, include_usage))
+    } else {
+        collect(format, deltas).await
+    }
+}
+
 /// Streams `data: {chunk}` events and the closing `data: [DONE]`.
 pub fn stream<F: ResponseFormat>(format: F, deltas: DeltaStream, include_usage: bool) -> Response {
     Sse::new(events(format, deltas, include_usage)).into_response()

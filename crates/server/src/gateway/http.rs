@@ -1,4 +1,5 @@
-//! The gateway's HTTP side: the auth middleware and the chat path through the stages.
+//! The gateway's HTTP side: the auth middleware, the chat path through the stages and
+//! the completions path through the meter and the policy.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -11,9 +12,12 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use sconce_gateway::{CallContext, ChatCall, ChatReply, ChunkStream, ExtraHeaders, Principal};
+use sconce_gateway::endpoint::EndpointReply;
+use sconce_gateway::{CallContext, CallResult, ChatCall, ExtraHeaders, Principal, Reply, ReplyStream};
 use sconce_protocol::chat::ChatCompletionRequest;
+use sconce_protocol::completion::CompletionRequest;
 use sconce_protocol::STREAM_DONE;
+use serde::Serialize;
 
 use super::GatewayHandle;
 use crate::http::HttpError;
@@ -59,21 +63,48 @@ pub async fn chat(
     hints: sconce_gateway::route::RequestHints,
 ) -> Response {
     let include_usage = request.sampling.include_usage();
+    let mut ctx = context(caller);
+    ctx.hints = hints;
+    respond(handle.pipeline.chat(ChatCall { request, ctx }).await, include_usage)
+}
+
+/// Runs one completions request through the gateway's meter and policy to the local engine.
+pub async fn completions(
+    state: &AppState,
+    handle: &GatewayHandle,
+    caller: Option<Caller>,
+    request: CompletionRequest,
+) -> Response {
+    let include_usage = request.sampling.include_usage();
+    let state = state.clone();
+    let backend = move |request, ctx: CallContext| super::local::completions(state, request, ctx.marks);
+    respond(handle.gateway.serve(context(caller), request, backend).await, include_usage)
+}
+
+/// A new request's context: its id, caller and arrival (the `auth` stage in traces).
+fn context(caller: Option<Caller>) -> CallContext {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut ctx = match caller {
+    match caller {
         Some(caller) => {
             let ctx = CallContext::received_at(request_id, caller.principal, caller.received);
             ctx.marks.stages.record("auth", caller.received, caller.authenticated);
             ctx
         }
         None => CallContext::new(request_id, Principal::default()),
-    };
-    ctx.hints = hints;
-    match handle.pipeline.chat(ChatCall { request, ctx }).await {
+    }
+}
+
+/// The HTTP response for what the stages answered, with the headers they attached.
+fn respond<F, C>(result: CallResult<Reply<F, C>>, include_usage: bool) -> Response
+where
+    F: Serialize,
+    C: Serialize + EndpointReply,
+{
+    match result {
         Ok(outcome) => {
             let response = match outcome.reply {
-                ChatReply::Full(body) => Json(body).into_response(),
-                ChatReply::Stream(stream) => sse(stream, include_usage),
+                Reply::Full(body) => Json(body).into_response(),
+                Reply::Stream(stream) => sse(stream, include_usage),
             };
             with_headers(response, outcome.headers)
         }
@@ -82,11 +113,11 @@ pub async fn chat(
 }
 
 /// SSE of the chunks; the closing usage chunk only when the client asked for it.
-fn sse(stream: ChunkStream, include_usage: bool) -> Response {
+fn sse<C: Serialize + EndpointReply>(stream: ReplyStream<C>, include_usage: bool) -> Response {
     let events = stream
         .filter_map(move |item| {
             std::future::ready(match item {
-                Ok(chunk) if !include_usage && chunk.choices.is_empty() && matches!(chunk.usage, Some(Some(_))) => None,
+                Ok(chunk) if !include_usage && chunk.is_usage_only() => None,
                 Ok(chunk) => Some(event(&chunk)),
                 Err(error) => Some(event(&error.envelope())),
             })

@@ -3,14 +3,17 @@
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use sconce_gateway::{BackendTimings, ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, ChunkStream, Marks};
+use sconce_gateway::{
+    BackendTimings, ChatBackend, ChatCall, ChatOutcome, ChatResult, CompletionReply, Marks, Reply, ReplyStream,
+};
+use sconce_protocol::completion::CompletionRequest;
 use sconce_protocol::ApiError;
 use std::sync::Arc;
 
 use crate::backend::Delta;
 use crate::generation::DeltaStream;
 use crate::respond::{self, ResponseFormat};
-use crate::routes::chat::{self, ChatFormat};
+use crate::routes::{chat, completions};
 use crate::state::{AppState, WeakAppState};
 
 pub struct LocalChat {
@@ -30,20 +33,40 @@ impl ChatBackend for LocalChat {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::unavailable("the server is shutting down"))?;
             let (format, deltas) = chat::prepare(&state, &call.request)?;
-            let marks = call.ctx.marks.clone();
-            let reply = if call.request.sampling.is_stream() {
-                ChatReply::Stream(chunks(format, deltas, marks))
-            } else {
-                ChatReply::Full(Box::new(collect(format, deltas, marks).await?))
-            };
+            let reply = reply(format, deltas, call.ctx.marks, call.request.sampling.is_stream()).await?;
             Ok(ChatOutcome::new(reply))
         })
     }
 }
 
+/// `/v1/completions` on the local engine, under the gateway's meter and policy.
+pub async fn completions(
+    state: AppState,
+    request: CompletionRequest,
+    marks: Arc<Marks>,
+) -> Result<CompletionReply, ApiError> {
+    let _ = marks.backend_start.set(Instant::now());
+    let (format, deltas) = completions::prepare(&state, &request)?;
+    reply(format, deltas, marks, request.sampling.is_stream()).await
+}
+
+/// The chunks, or the whole response once generation ends.
+async fn reply<Fmt: ResponseFormat>(
+    format: Fmt,
+    deltas: DeltaStream,
+    marks: Arc<Marks>,
+    stream: bool,
+) -> Result<Reply<Fmt::Response, Fmt::Chunk>, ApiError> {
+    Ok(if stream {
+        Reply::Stream(chunks(format, deltas, marks))
+    } else {
+        Reply::Full(Box::new(collect(format, deltas, marks).await?))
+    })
+}
+
 /// All chunks, always closed by the usage chunk (the HTTP layer hides it unless asked);
 /// a stage's stop request ends them early with the usage so far.
-fn chunks(mut format: ChatFormat, mut deltas: DeltaStream, marks: Arc<Marks>) -> ChunkStream {
+fn chunks<Fmt: ResponseFormat>(mut format: Fmt, mut deltas: DeltaStream, marks: Arc<Marks>) -> ReplyStream<Fmt::Chunk> {
     Box::pin(async_stream::stream! {
         for chunk in format.opening(deltas.choices()) {
             yield Ok(chunk);
@@ -67,11 +90,11 @@ fn chunks(mut format: ChatFormat, mut deltas: DeltaStream, marks: Arc<Marks>) ->
     })
 }
 
-async fn collect(
-    format: ChatFormat,
+async fn collect<Fmt: ResponseFormat>(
+    format: Fmt,
     deltas: DeltaStream,
     marks: Arc<Marks>,
-) -> Result<sconce_protocol::chat::ChatCompletionResponse, ApiError> {
+) -> Result<Fmt::Response, ApiError> {
     let deltas = deltas.on_delta(move |delta| note_timings(&marks, delta));
     respond::collect_value(format, deltas).await
 }

@@ -28,12 +28,8 @@ pub async fn chat_completions(
         return Ok(crate::gateway::http::chat(gateway, caller.map(|Extension(caller)| caller), request, hints).await);
     }
     let (format, deltas) = prepare(&state, &request)?;
-    if request.sampling.is_stream() {
-        let include_usage = format.include_usage;
-        Ok(respond::stream(format, deltas, include_usage))
-    } else {
-        Ok(respond::collect(format, deltas).await?)
-    }
+    let sampling = &request.sampling;
+    Ok(respond::answer(format, deltas, sampling.is_stream(), sampling.include_usage()).await?)
 }
 
 /// Validates, tokenizes and submits one chat request.

@@ -4,14 +4,16 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use sconce_protocol::completion::{
     CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, COMPLETION_OBJECT, DEFAULT_COMPLETION_TOKENS,
 };
 use sconce_protocol::logprobs::CompletionLogprobs;
-use sconce_protocol::Usage;
+use sconce_protocol::{ApiError, Usage};
 
 use crate::backend::{Backend, Delta, TokenLogprob, TokenText};
-use crate::generation::{self, GenerationSpec, ResponseMeta};
+use crate::gateway::http::Caller;
+use crate::generation::{self, DeltaStream, GenerationSpec, ResponseMeta};
 use crate::http::{ApiJson, HttpError};
 use crate::respond::{self, ResponseFormat};
 use crate::state::AppState;
@@ -22,7 +24,7 @@ struct PreparedPrompt {
     text: String,
 }
 
-fn prepare(backend: &Backend, input: PromptInput, echo: bool) -> Result<PreparedPrompt, HttpError> {
+fn prepare_prompt(backend: &Backend, input: PromptInput, echo: bool) -> Result<PreparedPrompt, ApiError> {
     match input {
         PromptInput::Text(text) => Ok(PreparedPrompt { tokens: backend.encode_text(&text, true)?, text }),
         PromptInput::Tokens(tokens) => {
@@ -34,8 +36,23 @@ fn prepare(backend: &Backend, input: PromptInput, echo: bool) -> Result<Prepared
 
 pub async fn completions(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, HttpError> {
+    if let Some(gateway) = state.gateway() {
+        let caller = caller.map(|Extension(caller)| caller);
+        return Ok(crate::gateway::http::completions(&state, gateway, caller, request).await);
+    }
+    let (format, deltas) = prepare(&state, &request)?;
+    let sampling = &request.sampling;
+    Ok(respond::answer(format, deltas, sampling.is_stream(), sampling.include_usage()).await?)
+}
+
+/// Validates, tokenizes and submits one completions request (a batch of prompts).
+pub(crate) fn prepare(
+    state: &AppState,
+    request: &CompletionRequest,
+) -> Result<(CompletionFormat, DeltaStream), ApiError> {
     request.validate()?;
     let backend = state.serving_backend()?;
     state.check_model(backend, request.model.as_deref())?;
@@ -45,7 +62,7 @@ pub async fn completions(
         .clone()
         .into_inputs()
         .into_iter()
-        .map(|input| prepare(backend, input, echo))
+        .map(|input| prepare_prompt(backend, input, echo))
         .collect::<Result<Vec<_>, _>>()?;
     let spec = GenerationSpec {
         sampling: &request.sampling,
@@ -57,14 +74,9 @@ pub async fn completions(
     };
     let meta = ResponseMeta::new("cmpl", &backend.info().name);
     let token_prompts = prompts.iter().map(|prompt| prompt.tokens.clone()).collect();
-    let deltas = generation::start(&state, backend, &meta, token_prompts, &spec)?;
-    let include_usage = request.sampling.include_usage();
-    let format = CompletionFormat::new(meta, backend.token_text(), &request, prompts, deltas.choices());
-    if request.sampling.is_stream() {
-        Ok(respond::stream(format, deltas, include_usage))
-    } else {
-        Ok(respond::collect(format, deltas).await?)
-    }
+    let deltas = generation::start(state, backend, &meta, token_prompts, &spec)?;
+    let format = CompletionFormat::new(meta, backend.token_text(), request, prompts, deltas.choices());
+    Ok((format, deltas))
 }
 
 /// Per-choice progress while streaming.
@@ -75,7 +87,7 @@ struct ChoiceProgress {
     chars: usize,
 }
 
-struct CompletionFormat {
+pub(crate) struct CompletionFormat {
     meta: ResponseMeta,
     tokens: TokenText,
     include_usage: bool,

@@ -2,6 +2,8 @@
 //! and a small SSE reader.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod services;
+
 use std::path::PathBuf;
 
 use sconce_server::backend::Backend;
