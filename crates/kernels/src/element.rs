@@ -6,6 +6,10 @@ use half::{bf16, f16};
 pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
+    /// The slice itself when the element type is f32 (for the vectorized f32 paths).
+    fn as_f32(_slice: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Element for f32 {
@@ -14,6 +18,9 @@ impl Element for f32 {
     }
     fn from_f32(v: f32) -> Self {
         v
+    }
+    fn as_f32(slice: &[Self]) -> Option<&[f32]> {
+        Some(slice)
     }
 }
 

@@ -135,58 +135,98 @@ impl<T: Element> KvView<'_, T> {
 
 /// Softmax(q·K / sqrt(d))·V over the first `len` positions: all scores first, then one exp each.
 fn attend_one<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is available (checked above).
-        return unsafe { attend_one_avx512(query, kv, len, scale, out) };
-    }
-    attend_one_body(query, kv, len, scale, out)
-}
-
-/// [`attend_one_body`] compiled with AVX-512 enabled, so its loops vectorize to 16 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn attend_one_avx512<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
-    attend_one_body(query, kv, len, scale, out)
-}
-
-#[inline(always)]
-fn attend_one_body<T: Element>(query: &[T], kv: &KvView<'_, T>, len: usize, scale: f32, out: &mut [T]) {
-    let dim = query.len();
     let q: Vec<f32> = query.iter().map(|x| x.to_f32() * scale).collect();
-    let mut weights: Vec<f32> = (0..len).map(|position| dot(&q, kv.key(position))).collect();
+    let mut acc = vec![0f32; q.len()];
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(k), Some(v), true) = (T::as_f32(kv.k), T::as_f32(kv.v), std::arch::is_x86_feature_detected!("avx512f"))
+    {
+        let view = KvView { k, v, blocks: kv.blocks, block_size: kv.block_size, kv_head: kv.kv_head, d: kv.d };
+        // SAFETY: AVX-512F is available (checked above).
+        unsafe { avx512::attend(&q, &view, len, &mut acc) };
+        return store(&acc, out);
+    }
+    let mut weights: Vec<f32> = (0..len).map(|p| q.iter().zip(kv.key(p)).map(|(a, b)| a * b.to_f32()).sum()).collect();
+    let sum = softmax_in_place(&mut weights);
+    for (position, weight) in weights.iter().enumerate() {
+        for (a, v) in acc.iter_mut().zip(kv.value(position)) {
+            *a += weight * v.to_f32();
+        }
+    }
+    acc.iter_mut().for_each(|a| *a /= sum);
+    store(&acc, out)
+}
+
+/// `exp(w - max)` for every score; returns their sum (at least the smallest positive float).
+fn softmax_in_place(weights: &mut [f32]) -> f32 {
     let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for w in weights.iter_mut() {
         *w = (*w - max).exp();
         sum += *w;
     }
-    let mut acc = vec![0f32; dim];
-    for (position, weight) in weights.iter().enumerate() {
-        for (a, v) in acc.iter_mut().zip(kv.value(position)) {
-            *a += weight * v.to_f32();
-        }
-    }
-    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-    for (o, a) in out.iter_mut().zip(&acc) {
-        *o = T::from_f32(a * inv);
+    sum.max(f32::MIN_POSITIVE)
+}
+
+fn store<T: Element>(acc: &[f32], out: &mut [T]) {
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = T::from_f32(*a);
     }
 }
 
-/// A dot product in 16 independent partial sums, so it vectorizes (a single running sum cannot).
-#[inline(always)]
-fn dot<T: Element>(q: &[f32], k: &[T]) -> f32 {
-    const LANES: usize = 16;
-    let mut partial = [0f32; LANES];
-    let mut q_chunks = q.chunks_exact(LANES);
-    let mut k_chunks = k.chunks_exact(LANES);
-    for (qc, kc) in (&mut q_chunks).zip(&mut k_chunks) {
-        for lane in 0..LANES {
-            partial[lane] += qc[lane] * kc[lane].to_f32();
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{softmax_in_place, KvView};
+
+    /// The f32 cache path of `attend_one`: 16-lane dot products and value updates.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn attend(q: &[f32], kv: &KvView<'_, f32>, len: usize, acc: &mut [f32]) {
+        let mut weights = Vec::with_capacity(len);
+        for position in 0..len {
+            weights.push(unsafe { dot(q, kv.key(position)) });
+        }
+        let inv = 1.0 / softmax_in_place(&mut weights);
+        for (position, weight) in weights.iter().enumerate() {
+            unsafe { axpy(acc, weight * inv, kv.value(position)) };
         }
     }
-    let tail: f32 = q_chunks.remainder().iter().zip(k_chunks.remainder()).map(|(a, b)| a * b.to_f32()).sum();
-    partial.iter().sum::<f32>() + tail
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let body = n / 16 * 16;
+        let mut sum = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 16 <= body <= the length of both slices.
+            sum =
+                unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), sum) };
+            i += 16;
+        }
+        let tail: f32 = a[body..n].iter().zip(&b[body..n]).map(|(x, y)| x * y).sum();
+        _mm512_reduce_add_ps(sum) + tail
+    }
+
+    /// `acc += w * x`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+        let n = acc.len().min(x.len());
+        let body = n / 16 * 16;
+        let wv = _mm512_set1_ps(w);
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 16 <= body <= the length of both slices.
+            unsafe {
+                let p = acc.as_mut_ptr().add(i);
+                _mm512_storeu_ps(p, _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(p)));
+            }
+            i += 16;
+        }
+        for j in body..n {
+            acc[j] += w * x[j];
+        }
+    }
 }
 
 impl CustomOp3 for PagedAttention {
