@@ -1,7 +1,7 @@
 //! From a model name to a running engine.
 
 use candle_core::{DType, Device};
-use sconce_modeling::{dummy_config, load_dummy, load_model, parse_dtype, FetchOptions, LoadedModel};
+use sconce_modeling::{dummy_config, load_dummy, load_model, parse_dtype, FetchOptions, LoadedModel, Quantization};
 
 use crate::api::EngineError;
 use crate::config::EngineConfig;
@@ -16,6 +16,8 @@ pub struct LoadOptions {
     /// Weight dtype: `f32`, `f16` or `bf16`; defaults to f16 on CPU (activations stay f32 there)
     /// and bf16 on CUDA.
     pub dtype: Option<String>,
+    /// `q8_0` stores linear weights as int8 with per-32 scales (CPU only); `none` or unset keeps `dtype`.
+    pub quantization: Option<String>,
     /// The name clients use; defaults to the model spec.
     pub served_model_name: Option<String>,
     pub allow_hub: bool,
@@ -30,6 +32,7 @@ impl Default for LoadOptions {
         Self {
             device: "cpu".into(),
             dtype: None,
+            quantization: None,
             served_model_name: None,
             allow_hub: true,
             load_format: "auto".into(),
@@ -86,7 +89,12 @@ pub fn launch(model: &str, load: &LoadOptions, config: EngineConfig) -> Result<E
         None if device.is_cpu() => DType::F16,
         None => DType::BF16,
     };
+    let quantization =
+        Quantization::parse(load.quantization.as_deref().unwrap_or("none")).map_err(EngineError::Load)?;
     let mut loaded = load_for(model, load, dtype, &device)?;
+    if let Some(quantization) = quantization {
+        loaded.decoder.quantize(quantization).map_err(|e| EngineError::Load(e.to_string()))?;
+    }
     if let Some(name) = &load.served_model_name {
         loaded.name = name.clone();
     }

@@ -11,7 +11,17 @@ use sconce_engine::{Engine, EngineError, FinishReason, GenerateRequest, Sampling
 
 #[test]
 fn batched_engine_matches_the_reference_forward_pass() {
-    let model = tiny_model();
+    check_against_reference(tiny_model());
+}
+
+#[test]
+fn batched_engine_matches_the_reference_with_q8_weights() {
+    let mut model = tiny_model();
+    model.decoder.quantize(sconce_modeling::Quantization::Q8_0).unwrap();
+    check_against_reference(model);
+}
+
+fn check_against_reference(model: sconce_modeling::LoadedModel) {
     let reference = model.decoder.clone();
     let vocab = model.decoder.config().vocab_size as u32;
     // 24 blocks of 4 tokens and a 16-token budget: long prompts are chunked and sequences collide.

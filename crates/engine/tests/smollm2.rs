@@ -5,15 +5,28 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use sconce_engine::{Engine, EngineConfig, GenerateRequest, SamplingParams};
-use sconce_modeling::{load_gguf, load_model, FetchOptions, ModelError};
+use sconce_modeling::{load_gguf, load_model, FetchOptions, LoadedModel, ModelError, Quantization};
 use sconce_text::ChatMessage;
 
 #[test]
 fn smollm2_answers_paris_and_its_gguf_tokenizer_matches() {
-    let model = load_model("smollm2-135m-instruct", DType::F32, &Device::Cpu, &FetchOptions::default())
-        .expect("catalog fetch of smollm2-135m-instruct");
+    let load = || {
+        load_model("smollm2-135m-instruct", DType::F32, &Device::Cpu, &FetchOptions::default())
+            .expect("catalog fetch of smollm2-135m-instruct")
+    };
+    let model = load();
     assert_eq!(model.tokenizer.encode("Hello world!", false).unwrap(), vec![19556, 905, 17]);
-    let messages = [ChatMessage::new("user", "What is the capital of France?")];
+    let mut quantized = load();
+    quantized.decoder.quantize(Quantization::Q8_0).unwrap();
+    for model in [model, quantized] {
+        let text = answer(model, "What is the capital of France?");
+        assert!(text.contains("Paris"), "answer was {text:?}");
+    }
+}
+
+/// Greedy chat answer of up to 12 tokens.
+fn answer(model: LoadedModel, question: &str) -> String {
+    let messages = [ChatMessage::new("user", question)];
     let rendered = model.chat_template.render(&messages, true).unwrap();
     let prompt = model.tokenizer.encode_prompt(&rendered, false).unwrap();
     let config = EngineConfig { kv_cache_memory: Some(64 << 20), ..EngineConfig::default() };
@@ -28,7 +41,7 @@ fn smollm2_answers_paris_and_its_gguf_tokenizer_matches() {
     while let Ok(delta) = rx.try_recv() {
         text.push_str(&delta.text);
     }
-    assert!(text.contains("Paris"), "answer was {text:?}");
+    text
 }
 
 #[test]

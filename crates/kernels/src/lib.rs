@@ -13,6 +13,7 @@ mod cuda_fused;
 mod element;
 mod fused;
 mod linear;
+mod linear_q8;
 mod metadata;
 mod paged_attention;
 mod reshape_and_cache;
@@ -21,6 +22,7 @@ pub use fused::{
     add_rms_norm, rms_norm, rotary_in_place, silu_and_mul, AddRmsNorm, RmsNorm, RotaryInPlace, SiluAndMul,
 };
 pub use linear::{linear_f32_acc, HalfWeightLinear};
+pub use linear_q8::{linear_q8, Q8Linear, Q8Matrix, Q8_BLOCK};
 pub use metadata::{AttentionMetadata, DeviceCopy};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use reshape_and_cache::{reshape_and_cache, ReshapeAndCache};

@@ -48,15 +48,15 @@ impl Weight for bf16 {
 }
 
 /// One task's view: weight rows `[rows, inp]` and all activations `[tokens, inp]`.
-struct Tile<'a, W> {
-    w: &'a [W],
-    x: &'a [f32],
-    inp: usize,
-    tokens: usize,
+pub(crate) struct Tile<'a, W> {
+    pub w: &'a [W],
+    pub x: &'a [f32],
+    pub inp: usize,
+    pub tokens: usize,
 }
 
 /// One task's columns of the shared output `y [tokens, out]`: rows `first..first + rows` of `w`.
-struct Columns {
+pub(crate) struct Columns {
     y: *mut f32,
     out: usize,
     first: usize,
@@ -231,14 +231,21 @@ mod avx512 {
     pub(super) unsafe fn rows<W: Lanes>(tile: &Tile<W>, out: &mut Columns) {
         // With many tokens, widen the task's rows once and walk the tokens in L2-sized blocks.
         if tile.tokens >= 8 && std::mem::size_of::<W>() != 4 {
-            let mut scratch = vec![0f32; tile.w.len()];
-            unsafe { widen_rows(tile.w, &mut scratch) };
-            let wide = Tile { w: &scratch[..], x: tile.x, inp: tile.inp, tokens: tile.tokens };
-            for t0 in (0..tile.tokens).step_by(TOKEN_BLOCK) {
-                unsafe { all_rows(&wide, (t0, (t0 + TOKEN_BLOCK).min(tile.tokens)), out, false) };
-            }
+            super::with_scratch(tile.w.len(), |scratch| {
+                unsafe { widen_rows(tile.w, scratch) };
+                let wide = Tile { w: &scratch[..], x: tile.x, inp: tile.inp, tokens: tile.tokens };
+                unsafe { f32_blocked(&wide, out) };
+            });
         } else {
             unsafe { all_rows(tile, (0, tile.tokens), out, true) };
+        }
+    }
+
+    /// f32 rows already in cache (widened or dequantized), tokens in L2-sized blocks.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn f32_blocked(tile: &Tile<f32>, out: &mut Columns) {
+        for t0 in (0..tile.tokens).step_by(TOKEN_BLOCK) {
+            unsafe { all_rows(tile, (t0, (t0 + TOKEN_BLOCK).min(tile.tokens)), out, false) };
         }
     }
 
@@ -296,16 +303,46 @@ fn run_with<W: Weight>(
     out: usize,
     kernel: fn(&Tile<W>, &mut Columns),
 ) -> Vec<f32> {
+    run_tasks(tokens, out, |first, rows, columns| {
+        kernel(&Tile { w: &w[first * inp..(first + rows) * inp], x, inp, tokens }, columns)
+    })
+}
+
+/// Runs `task(first_row, rows, columns)` for every block of output rows in parallel; returns `y [tokens, out]`.
+pub(crate) fn run_tasks(tokens: usize, out: usize, task: impl Fn(usize, usize, &mut Columns) + Sync) -> Vec<f32> {
     let mut y = vec![0f32; tokens * out];
     let y_ptr = y.as_mut_ptr() as usize;
-    (0..out.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
-        let first = task * ROWS_PER_TASK;
+    (0..out.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|index| {
+        let first = index * ROWS_PER_TASK;
         let rows = ROWS_PER_TASK.min(out - first);
-        let tile = Tile { w: &w[first * inp..(first + rows) * inp], x, inp, tokens };
-        let mut columns = Columns { y: y_ptr as *mut f32, out, first, rows, tokens };
-        kernel(&tile, &mut columns);
+        task(first, rows, &mut Columns { y: y_ptr as *mut f32, out, first, rows, tokens });
     });
     y
+}
+
+/// f32 weight rows that are already in cache (dequantized or widened) against every token.
+pub(crate) fn cached_f32_rows(tile: &Tile<f32>, out: &mut Columns) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is available (checked above); slices bound every pointer used.
+        return unsafe { avx512::f32_blocked(tile, out) };
+    }
+    portable_rows(tile, out)
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Lends this thread's reusable f32 buffer of `len` values (contents unspecified).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buffer = cell.take();
+        buffer.resize(len, 0.0);
+        let result = f(&mut buffer[..len]);
+        cell.replace(buffer);
+        result
+    })
 }
 
 impl CustomOp2 for HalfWeightLinear {

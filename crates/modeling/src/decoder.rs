@@ -7,7 +7,9 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::attention::Attention;
 use crate::config::ModelConfig;
 use crate::rope::{inverse_frequencies, RotaryEmbedding};
-use sconce_kernels::{add_rms_norm, linear_f32_acc, rotary_in_place, silu_and_mul};
+use std::sync::Arc;
+
+use sconce_kernels::{add_rms_norm, linear_f32_acc, linear_q8, rotary_in_place, silu_and_mul, Q8Matrix};
 
 /// CPU runs activations in f32 whatever the weight dtype; GPUs compute in the weight dtype.
 pub fn activation_dtype(device: &Device, weight_dtype: DType) -> DType {
@@ -18,11 +20,31 @@ pub fn activation_dtype(device: &Device, weight_dtype: DType) -> DType {
     }
 }
 
-/// A dense projection `x Wᵀ (+ b)`.
+/// How linear weights are stored after loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// Int8 with one f32 scale per 32 values (GGML's Q8_0 layout); CPU only.
+    Q8_0,
+}
+
+impl Quantization {
+    /// `q8_0`; `none` (or empty) means no quantization.
+    pub fn parse(name: &str) -> std::result::Result<Option<Self>, String> {
+        match name {
+            "" | "none" => Ok(None),
+            "q8_0" | "q8" => Ok(Some(Self::Q8_0)),
+            other => Err(format!("unknown quantization `{other}` (use q8_0 or none)")),
+        }
+    }
+}
+
+/// A projection `x Wᵀ (+ b)`.
 #[derive(Debug, Clone)]
 struct Projection {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// Set when quantized; `weight` is then an empty placeholder (or the shared embedding).
+    q8: Option<Arc<Q8Matrix>>,
 }
 
 impl Projection {
@@ -34,7 +56,7 @@ impl Projection {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, q8: None })
     }
 
     /// Stacks projections that read the same input into one (fused QKV, fused gate-up).
@@ -45,14 +67,29 @@ impl Projection {
             Some(biases) => Some(Tensor::cat(&biases, 0)?),
             None => None,
         };
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, q8: None })
+    }
+
+    /// Replaces the weights with their Q8_0 form; `keep_dense` keeps the tensor (a shared embedding).
+    fn quantize_q8(&mut self, keep_dense: bool) -> Result<()> {
+        if self.q8.is_none() {
+            self.q8 = Some(Arc::new(Q8Matrix::quantize(&self.weight)?));
+            if !keep_dense {
+                self.weight = Tensor::zeros(0, self.weight.dtype(), self.weight.device())?;
+            }
+        }
+        Ok(())
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // On CPU, activations are f32 and weights may be half precision: our own kernel reads
         // each weight once per step; it beats a general GEMM for the small token counts of decode.
         let use_kernel = x.device().is_cpu() && (self.weight.dtype() != DType::F32 || x.dim(0)? <= 16);
-        let y = if use_kernel { linear_f32_acc(x, &self.weight)? } else { x.matmul(&self.weight.t()?)? };
+        let y = match &self.q8 {
+            Some(q8) => linear_q8(x, q8)?,
+            None if use_kernel => linear_f32_acc(x, &self.weight)?,
+            None => x.matmul(&self.weight.t()?)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -154,7 +191,7 @@ impl Decoder {
             .map(|i| DecoderLayer::load(&model.pp(format!("layers.{i}")), config))
             .collect::<Result<Vec<_>>>()?;
         let lm_head = if config.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
-            Projection { weight: embed_weight.clone(), bias: None }
+            Projection { weight: embed_weight.clone(), bias: None, q8: None }
         } else {
             Projection::load(&vb, "lm_head", config.vocab_size, config.hidden_size, false)?
         };
@@ -185,6 +222,20 @@ impl Decoder {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Stores every linear weight (and the LM head) in `quantization`'s form. CPU only.
+    pub fn quantize(&mut self, quantization: Quantization) -> Result<()> {
+        if !self.device.is_cpu() {
+            candle_core::bail!("{quantization:?} weights run on the CPU only");
+        }
+        for layer in &mut self.layers {
+            for projection in [&mut layer.qkv, &mut layer.o_proj, &mut layer.gate_up, &mut layer.down] {
+                projection.quantize_q8(false)?;
+            }
+        }
+        let tied = self.lm_head.weight.id() == self.embed.embeddings().id();
+        self.lm_head.quantize_q8(tied)
     }
 
     /// Turns the fused-kernel path on or off (on by default on GPUs; tests use it on the CPU).
@@ -260,5 +311,17 @@ impl Decoder {
         let v = qkv.narrow(1, c.num_heads + c.num_kv_heads, c.num_kv_heads)?.contiguous()?;
         let out = step.attention.forward(index, &q, &k, &v)?;
         layer.o_proj.forward(&out.reshape((tokens, c.num_heads * c.head_dim))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Quantization;
+
+    #[test]
+    fn quantization_names_parse_and_unknown_ones_say_what_to_use() {
+        assert_eq!(Quantization::parse("q8_0"), Ok(Some(Quantization::Q8_0)));
+        assert_eq!(Quantization::parse("none"), Ok(None));
+        assert!(Quantization::parse("q4_k").unwrap_err().contains("use q8_0"));
     }
 }

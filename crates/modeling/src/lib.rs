@@ -13,7 +13,7 @@ mod rope;
 
 pub use attention::{causal_attention, Attention, ReferenceAttention};
 pub use config::{Llama3RopeScaling, ModelConfig};
-pub use decoder::Decoder;
+pub use decoder::{Decoder, Quantization};
 pub use dummy::{byte_tokenizer, dummy_config, load_dummy, BYTE_EOS};
 pub use error::ModelError;
 pub use fetch::{FetchOptions, ModelSource};

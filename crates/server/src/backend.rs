@@ -102,6 +102,7 @@ fn load_options(config: &Config) -> LoadOptions {
     LoadOptions {
         device: config.model.device.clone(),
         dtype: config.model.dtype.clone(),
+        quantization: config.model.quantization.clone(),
         served_model_name: config.model.served_model_name.clone(),
         allow_hub: config.model.allow_hub,
         load_format: config.model.load_format.clone(),
