@@ -122,6 +122,14 @@ impl<T: Element> KvView<'_, T> {
         (slot * self.d.num_kv_heads + self.kv_head) * self.d.head_dim
     }
 
+    /// Where position `start`'s block begins in the cache, and how many of its rows are below `len`.
+    #[inline(always)]
+    fn block_rows(&self, start: usize, len: usize) -> (usize, usize) {
+        let in_block = start % self.block_size;
+        let rows = (self.block_size - in_block).min(len - start);
+        (self.offset(start), rows)
+    }
+
     #[inline(always)]
     fn key(&self, position: usize) -> &[T] {
         &self.k[self.offset(position)..][..self.d.head_dim]
@@ -182,13 +190,26 @@ mod avx512 {
     /// The f32 cache path of `attend_one`: 16-lane dot products and value updates.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn attend(q: &[f32], kv: &KvView<'_, f32>, len: usize, acc: &mut [f32]) {
+        let (dim, stride) = (kv.d.head_dim, kv.d.num_kv_heads * kv.d.head_dim);
         let mut weights = Vec::with_capacity(len);
-        for position in 0..len {
-            weights.push(unsafe { dot(q, kv.key(position)) });
+        let mut start = 0;
+        while start < len {
+            let (base, rows) = kv.block_rows(start, len);
+            for row in 0..rows {
+                let at = base + row * stride;
+                weights.push(unsafe { dot(q, &kv.k[at..at + dim]) });
+            }
+            start += rows;
         }
         let inv = 1.0 / softmax_in_place(&mut weights);
-        for (position, weight) in weights.iter().enumerate() {
-            unsafe { axpy(acc, weight * inv, kv.value(position)) };
+        let mut start = 0;
+        while start < len {
+            let (base, rows) = kv.block_rows(start, len);
+            for row in 0..rows {
+                let at = base + row * stride;
+                unsafe { axpy(acc, weights[start + row] * inv, &kv.v[at..at + dim]) };
+            }
+            start += rows;
         }
     }
 
