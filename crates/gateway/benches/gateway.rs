@@ -1,4 +1,5 @@
-//! Guardrail input checks on a 4 KB prompt, cache hits, and routing overhead.
+//! Guardrail input checks on a 4 KB prompt, cache hits, routing overhead, and resolving
+//! and rendering a registry prompt.
 //! Run: `cargo bench -p sconce-gateway --bench gateway`.
 
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,9 @@ use futures_util::future::BoxFuture;
 use sconce_gateway::cache::replay::static_reply;
 use sconce_gateway::cache::{CacheConfig, CacheLayer, ResponseCache};
 use sconce_gateway::guard::{Action, Policy, PolicyConfig};
+use sconce_gateway::prompts::layer::apply_prompt;
+use sconce_gateway::prompts::store::LabelRow;
+use sconce_gateway::prompts::{PromptBook, PromptVersion};
 use sconce_gateway::route::{DeploymentConfig, GroupConfig, Router, RoutingConfig};
 use sconce_gateway::{CallContext, ChatBackend, ChatCall, ChatOutcome, ChatResult, Layer, Principal, SharedBackend};
 
@@ -92,5 +96,44 @@ fn route_bench(c: &mut Criterion) {
     c.bench_function("route/router_3_deployments", |b| b.iter(|| runtime.block_on(router.chat(call("g"))).unwrap()));
 }
 
-criterion_group!(benches, guard_bench, cache_bench, route_bench);
+/// Two versions of a two-message prompt, `production` split 90/10 between them.
+fn prompt_book() -> PromptBook {
+    let version = |version: u32| PromptVersion {
+        name: "support".into(),
+        version,
+        messages: serde_json::from_value(serde_json::json!([
+            {"role": "system", "content": "You answer questions about {{ product }} for {{ company }}. Be brief."},
+            {"role": "user", "content": "My order number is {{ order }}."}
+        ]))
+        .unwrap(),
+        model: None,
+        params: serde_json::Map::new(),
+        message: String::new(),
+        created_at: 0,
+    };
+    let arm = |version: u32, weight: u32| LabelRow {
+        name: "support".into(),
+        label: "production".into(),
+        version,
+        weight,
+        updated_at: 0,
+    };
+    PromptBook::build(&PromptBook::default(), vec![version(1), version(2)], vec![arm(1, 90), arm(2, 10)])
+}
+
+fn prompt_bench(c: &mut Criterion) {
+    let book = prompt_book();
+    let reference = serde_json::from_value(serde_json::json!({"name": "support", "label": "production",
+        "variables": {"product": "the K2 kettle", "company": "Acme", "order": 12345}}))
+    .unwrap();
+    c.bench_function("prompt/resolve_experiment_and_render", |b| {
+        b.iter(|| {
+            let mut call = call("m");
+            apply_prompt(&book, std::hint::black_box(&reference), &mut call).unwrap()
+        })
+    });
+    c.bench_function("prompt/build_call_only", |b| b.iter(|| call("m")));
+}
+
+criterion_group!(benches, guard_bench, cache_bench, route_bench, prompt_bench);
 criterion_main!(benches);

@@ -37,6 +37,13 @@ pub struct UsageRecord {
     pub tpot_s: f64,
     pub latency_s: f64,
     pub overhead_s: f64,
+    /// The registry prompt the request used (empty and 0: none), and the label it came through.
+    #[serde(default)]
+    pub prompt_name: String,
+    #[serde(default)]
+    pub prompt_version: u32,
+    #[serde(default)]
+    pub prompt_label: String,
 }
 
 enum Command {

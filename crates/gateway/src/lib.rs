@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod guard;
+pub mod prompts;
 pub mod route;
 
 pub mod auth;
@@ -89,6 +90,8 @@ pub struct Marks {
     pub timings: OnceLock<BackendTimings>,
     /// Stage enter/exit times, for the request's trace (only while spans are exported).
     pub stages: telemetry::StageLog,
+    /// The registry prompt version the request used, set by the prompt stage.
+    pub prompt: OnceLock<prompts::PromptTag>,
     /// Set by a stage (a guardrail block) that wants the stream ended early, usage included.
     stop: AtomicBool,
 }

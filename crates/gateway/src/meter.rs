@@ -165,12 +165,17 @@ impl Tally {
             if completion > 1 { (latency.saturating_sub(ttft)).as_secs_f64() / (completion - 1) as f64 } else { 0.0 };
         let finish_reason =
             self.finish_reason.unwrap_or_else(|| if self.status == 499 { "cancelled".into() } else { String::new() });
+        let used = self.ctx.marks.prompt.get();
+        let model = match used.and_then(|used| used.model.as_ref()) {
+            Some(prompt_model) if self.model.is_empty() => prompt_model.clone(),
+            _ => self.model,
+        };
         UsageRecord {
             request_id: self.ctx.request_id,
             ts: self.ts,
             operation: self.operation.as_str().to_string(),
             cost,
-            model: self.model,
+            model,
             key_id: self.ctx.principal.key_id,
             key_alias: self.ctx.principal.alias,
             team: self.ctx.principal.team,
@@ -184,6 +189,9 @@ impl Tally {
             tpot_s: tpot,
             latency_s: latency.as_secs_f64(),
             overhead_s: overhead.as_secs_f64(),
+            prompt_name: used.map(|used| used.name.clone()).unwrap_or_default(),
+            prompt_version: used.map_or(0, |used| used.version),
+            prompt_label: used.and_then(|used| used.label.clone()).unwrap_or_default(),
         }
     }
 }

@@ -16,13 +16,14 @@ use crate::limits::RateLimits;
 use crate::meter::{MeterLayer, MeterState, Tally};
 use crate::metrics::GatewayMetrics;
 use crate::policy::{with_headers, PolicyLayer, PolicyState};
+use crate::prompts::{PromptLayer, PromptRegistry};
 use crate::redis_store::RedisStore;
 use crate::store::Store;
 use crate::usage::{summarize, unix_now, GroupBy, UsageQuery, UsageReport};
 use crate::{CallContext, CallResult, ChatFailure, Outcome, Principal, Reply, Stack};
 
-/// How often keys created or revoked elsewhere (the CLI, other replicas) are picked up.
-const KEY_RELOAD: Duration = Duration::from_secs(2);
+/// How often keys and prompts changed elsewhere (the CLI, other replicas) are picked up.
+const RELOAD: Duration = Duration::from_secs(2);
 
 pub struct Gateway {
     pub config: Arc<GatewayConfig>,
@@ -32,6 +33,7 @@ pub struct Gateway {
     pub metrics: Arc<GatewayMetrics>,
     pub policy: Arc<PolicyState>,
     pub meter: Arc<MeterState>,
+    pub prompts: Arc<PromptRegistry>,
 }
 
 impl Gateway {
@@ -45,6 +47,7 @@ impl Gateway {
         };
         let keys = Arc::new(KeyCache::default());
         keys.replace_all(store.keys().await?);
+        let prompts = PromptRegistry::open(store.clone()).await?;
         let spend = Arc::new(SpendBook::new(redis.clone()));
         if redis.is_none() {
             seed_spend(&store, &spend).await?;
@@ -65,14 +68,18 @@ impl Gateway {
             metrics: Some(metrics.clone()),
             policy: Some(policy.clone()),
         });
-        let gateway = Arc::new(Self { config, store, auth, ledger, metrics, policy, meter });
-        tokio::spawn(reload_keys(Arc::downgrade(&gateway)));
+        let gateway = Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts });
+        tokio::spawn(reload(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
 
-    /// Metering outermost, so refusals are metered too; then the policy.
+    /// Metering outermost, so refusals are metered too; then the prompt, so the policy
+    /// and every later stage see the rendered request; then the policy.
     pub fn stack(&self) -> Stack {
-        Stack::new().push(MeterLayer(self.meter.clone())).push(PolicyLayer(self.policy.clone()))
+        Stack::new()
+            .push(MeterLayer(self.meter.clone()))
+            .push(PromptLayer(self.prompts.clone()))
+            .push(PolicyLayer(self.policy.clone()))
     }
 
     /// Runs a request of an endpoint outside the chat stack (`/v1/completions`) through
@@ -119,7 +126,7 @@ impl Gateway {
     /// The usage report: everything for the admin, the caller's own key otherwise.
     pub async fn usage(&self, query: &UsageQuery, principal: &Principal) -> Result<UsageReport, ApiError> {
         let group_by = GroupBy::parse(query.group_by.as_deref()).ok_or_else(|| {
-            ApiError::invalid_param("group_by", "group_by must be model, key, team, user or operation")
+            ApiError::invalid_param("group_by", "group_by must be model, key, team, user, operation or prompt")
         })?;
         let scope = (self.auth.is_enabled() && !principal.is_admin).then_some(principal.key_id.as_str());
         self.ledger.flush().await;
@@ -153,15 +160,18 @@ async fn seed_spend(store: &Store, spend: &SpendBook) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reload_keys(gateway: std::sync::Weak<Gateway>) {
+async fn reload(gateway: std::sync::Weak<Gateway>) {
     loop {
-        tokio::time::sleep(KEY_RELOAD).await;
+        tokio::time::sleep(RELOAD).await;
         let Some(gateway) = gateway.upgrade() else {
             return;
         };
         match gateway.store.keys().await {
             Ok(keys) => gateway.auth.keys.replace_all(keys),
             Err(error) => tracing::debug!(%error, "key reload failed"),
+        }
+        if let Err(error) = gateway.prompts.refresh().await {
+            tracing::debug!(%error, "prompt reload failed");
         }
     }
 }

@@ -11,9 +11,10 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::keys::ApiKey;
 use crate::ledger::UsageRecord;
 
-const MIGRATIONS: [(i64, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str); 3] = [
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "usage operation", include_str!("../migrations/0002_usage_operation.sql")),
+    (3, "prompts", include_str!("../migrations/0003_prompts.sql")),
 ];
 
 /// A connection pool with the schema in place.
@@ -43,6 +44,10 @@ impl Store {
             .await?;
         migrator().run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     pub async fn insert_key(&self, key: &ApiKey) -> anyhow::Result<()> {
@@ -147,11 +152,11 @@ fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
     Ok(if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") })
 }
 
-/// Rows per multi-row INSERT (18 parameters each, well under SQLite's limit).
+/// Rows per multi-row INSERT (21 parameters each, well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 64;
-const USAGE_COLUMNS: usize = 18;
+const USAGE_COLUMNS: usize = 21;
 
-/// `($1, …, $18), ($19, …)`: placeholders for `rows` rows.
+/// `($1, …, $21), ($22, …)`: placeholders for `rows` rows.
 fn usage_placeholders(rows: usize) -> String {
     let tuple = |row: usize| {
         let params: Vec<String> = (1..=USAGE_COLUMNS).map(|col| format!("${}", row * USAGE_COLUMNS + col)).collect();
@@ -163,8 +168,8 @@ fn usage_placeholders(rows: usize) -> String {
 fn usage_insert_sql(rows: usize) -> String {
     format!(
         "INSERT INTO usage_ledger (request_id, ts, operation, model, key_id, key_alias, team, user_id, status, \
-         finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s) \
-         VALUES {} ON CONFLICT (request_id) DO NOTHING",
+         finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s, \
+         prompt_name, prompt_version, prompt_label) VALUES {} ON CONFLICT (request_id) DO NOTHING",
         usage_placeholders(rows)
     )
 }
@@ -191,7 +196,10 @@ fn bind_usage_rows<'q>(mut query: AnyQuery<'q>, rows: &'q [UsageRecord]) -> AnyQ
             .bind(row.ttft_s)
             .bind(row.tpot_s)
             .bind(row.latency_s)
-            .bind(row.overhead_s);
+            .bind(row.overhead_s)
+            .bind(&row.prompt_name)
+            .bind(i64::from(row.prompt_version))
+            .bind(&row.prompt_label);
     }
     query
 }
@@ -216,6 +224,9 @@ fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
         tpot_s: row.try_get("tpot_s")?,
         latency_s: row.try_get("latency_s")?,
         overhead_s: row.try_get("overhead_s")?,
+        prompt_name: row.try_get("prompt_name")?,
+        prompt_version: u32::try_from(row.try_get::<i64, _>("prompt_version")?).unwrap_or(0),
+        prompt_label: row.try_get("prompt_label")?,
     })
 }
 

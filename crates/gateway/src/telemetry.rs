@@ -198,6 +198,10 @@ impl RequestSpan {
             KeyValue::new("sconce.cost", record.cost),
             KeyValue::new("http.response.status_code", i64::from(record.status)),
         ];
+        if !record.prompt_name.is_empty() {
+            let prompt = format!("{}@{}", record.prompt_name, record.prompt_version);
+            attributes.push(KeyValue::new("sconce.prompt", prompt));
+        }
         if !record.finish_reason.is_empty() {
             let reasons = Array::String(vec![StringValue::from(record.finish_reason.clone())]);
             attributes.push(KeyValue::new("gen_ai.response.finish_reasons", Value::Array(reasons)));

@@ -1,6 +1,7 @@
-//! `GET /v1/usage`: ledger rows grouped by model, key, team, user or operation, with latency
+//! `GET /v1/usage`: ledger rows grouped by model, key, team, user, operation or prompt, with latency
 //! percentiles computed here so SQLite and Postgres answer alike.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,8 @@ pub enum GroupBy {
     Team,
     User,
     Operation,
+    /// `name@version` of the registry prompt; empty for requests without one.
+    Prompt,
 }
 
 impl GroupBy {
@@ -34,17 +37,20 @@ impl GroupBy {
             "team" => Some(Self::Team),
             "user" => Some(Self::User),
             "operation" => Some(Self::Operation),
+            "prompt" => Some(Self::Prompt),
             _ => None,
         }
     }
 
-    fn of(self, row: &UsageRecord) -> &str {
+    fn of(self, row: &UsageRecord) -> Cow<'_, str> {
         match self {
-            Self::Model => &row.model,
-            Self::Key => &row.key_alias,
-            Self::Team => &row.team,
-            Self::User => &row.user,
-            Self::Operation => &row.operation,
+            Self::Model => Cow::Borrowed(&row.model),
+            Self::Key => Cow::Borrowed(&row.key_alias),
+            Self::Team => Cow::Borrowed(&row.team),
+            Self::User => Cow::Borrowed(&row.user),
+            Self::Operation => Cow::Borrowed(&row.operation),
+            Self::Prompt if row.prompt_name.is_empty() => Cow::Borrowed(""),
+            Self::Prompt => Cow::Owned(format!("{}@{}", row.prompt_name, row.prompt_version)),
         }
     }
 }
@@ -69,11 +75,11 @@ pub struct UsageReport {
 
 /// Groups rows; groups come out sorted by name.
 pub fn summarize(rows: &[UsageRecord], group_by: GroupBy) -> UsageReport {
-    let mut groups: BTreeMap<&str, Vec<&UsageRecord>> = BTreeMap::new();
+    let mut groups: BTreeMap<Cow<'_, str>, Vec<&UsageRecord>> = BTreeMap::new();
     for row in rows {
         groups.entry(group_by.of(row)).or_default().push(row);
     }
-    let data = groups.into_iter().map(|(name, rows)| group(name, &rows)).collect();
+    let data = groups.into_iter().map(|(name, rows)| group(&name, &rows)).collect();
     UsageReport { data }
 }
 
@@ -119,10 +125,14 @@ mod tests {
             latency_s: latency,
             ..UsageRecord::default()
         };
-        let rows = vec![row("a", 1, 1.0), row("a", 2, 3.0), row("b", 5, 2.0)];
+        let mut rows = vec![row("a", 1, 1.0), row("a", 2, 3.0), row("b", 5, 2.0)];
         let report = summarize(&rows, GroupBy::Model);
         assert_eq!(report.data.len(), 2);
         assert_eq!((report.data[0].requests, report.data[0].prompt_tokens), (2, 3));
+        (rows[1].prompt_name, rows[1].prompt_version, rows[2].prompt_name) = ("p".into(), 2, "p".into());
+        let by_prompt = summarize(&rows, GroupBy::Prompt);
+        let groups: Vec<(&str, u64)> = by_prompt.data.iter().map(|g| (g.group.as_str(), g.requests)).collect();
+        assert_eq!(groups, [("", 1), ("p@0", 1), ("p@2", 1)]);
         assert_eq!((report.data[0].latency_p50_s, report.data[0].latency_p99_s), (1.0, 3.0));
         assert_eq!(percentile((1..=100).map(f64::from).collect(), 0.99), 99.0);
     }

@@ -83,11 +83,31 @@ fn join_text_parts(parts: &[ContentPart]) -> Result<String, ApiError> {
     Ok(texts.join("\n"))
 }
 
+/// Sconce extension: a prompt from the gateway's registry, rendered in front of `messages`
+/// (send it through the OpenAI SDKs' `extra_body`). Neither `label` nor `version`:
+/// the `production` label, else `latest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
     pub model: Option<String>,
+    /// May be empty when `prompt` supplies the messages.
+    #[serde(default)]
     pub messages: Vec<ChatMessage>,
+    /// A registry prompt; the gateway replaces it with its rendered messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptRef>,
     #[serde(flatten)]
     pub sampling: SamplingOptions,
     /// Newer name for `max_tokens`; wins when both are set.

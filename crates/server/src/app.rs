@@ -3,7 +3,7 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -12,6 +12,7 @@ use tracing::Level;
 
 use crate::gateway::admin;
 use crate::gateway::http as gateway_http;
+use crate::gateway::prompts;
 use crate::http::{method_not_allowed, route_not_found};
 use crate::routes::{chat, completions, health, models};
 use crate::state::AppState;
@@ -35,6 +36,9 @@ pub fn build_app(state: AppState) -> Router {
         .route("/v1/usage", get(admin::usage))
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/keys/{id}", delete(admin::revoke_key))
+        .route("/admin/prompts", post(prompts::create).get(prompts::list))
+        .route("/admin/prompts/{name}", get(prompts::show))
+        .route("/admin/prompts/{name}/labels/{label}", put(prompts::set_label).delete(prompts::delete_label))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), gateway_http::authenticate))

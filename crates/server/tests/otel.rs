@@ -168,7 +168,16 @@ fn assert_children(parent: &Span, all: &[Span]) {
         .collect();
     let mut names: Vec<&str> = children.keys().copied().collect();
     names.sort_unstable();
-    let expected = ["decode", "gateway.auth", "gateway.cache", "gateway.meter", "gateway.policy", "prefill", "queue"];
+    let expected = [
+        "decode",
+        "gateway.auth",
+        "gateway.cache",
+        "gateway.meter",
+        "gateway.policy",
+        "gateway.prompt",
+        "prefill",
+        "queue",
+    ];
     assert_eq!(names, expected);
     for child in children.values() {
         assert!(child.end >= child.start, "{} ends before it starts", child.name);
@@ -179,7 +188,8 @@ fn assert_children(parent: &Span, all: &[Span]) {
     assert!(children["decode"].end > children["decode"].start);
     assert_eq!(children["gateway.auth"].start, parent.start);
     assert!(children["gateway.auth"].end <= children["gateway.meter"].start);
-    assert!(children["gateway.meter"].start <= children["gateway.policy"].start);
+    assert!(children["gateway.meter"].start <= children["gateway.prompt"].start);
+    assert!(children["gateway.prompt"].start <= children["gateway.policy"].start);
     assert!(children["gateway.cache"].start <= children["queue"].start);
 }
 
@@ -219,5 +229,5 @@ async fn request_spans_reach_an_otlp_collector() {
         assert_request_span(span, seen, &ledger);
         assert_children(span, &spans);
     }
-    assert_eq!(spans.len(), 2 * 8, "a request span and seven children each");
+    assert_eq!(spans.len(), 2 * 9, "a request span and eight children each");
 }

@@ -138,7 +138,8 @@ async fn cached_chat(cache: Arc<ResponseCache>, inner: SharedBackend, call: Chat
         return inner.chat(call).await.map(|o| with_header(o, "miss"));
     }
     let model = call.request.model.clone().unwrap_or_default();
-    let key = format!("{}{}", cache.config.namespace, key::cache_key(&call.request, &model, None));
+    let prompt = call.ctx.marks.prompt.get().map(ToString::to_string);
+    let key = format!("{}{}", cache.config.namespace, key::cache_key(&call.request, &model, prompt.as_deref()));
     let stream = call.request.sampling.is_stream();
     if !call.ctx.hints.no_cache {
         if let Some(hit) = lookup(&cache, &key).await {

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod keys;
 pub mod load;
 pub mod models;
+pub mod prompts;
 pub mod serve;
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create, list or revoke gateway API keys.
     Keys(keys::KeysArgs),
+    /// Create, list, show or label prompts in the gateway's registry.
+    Prompts(prompts::PromptsArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Models { command } => models::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Prompts(args) => prompts::run(args),
     }
 }

@@ -15,7 +15,7 @@ use super::GatewayHandle;
 use crate::http::{ApiJson, HttpError};
 use crate::state::AppState;
 
-fn handle(state: &AppState) -> Result<&GatewayHandle, ApiError> {
+pub(super) fn handle(state: &AppState) -> Result<&GatewayHandle, ApiError> {
     state.gateway().ok_or_else(|| {
         ApiError::invalid_request("the gateway is off: set `[gateway] enabled = true`").with_code("gateway_disabled")
     })

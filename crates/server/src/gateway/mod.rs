@@ -1,5 +1,5 @@
 //! Wires the `sconce-gateway` ops layer into the server: the local engine as the
-//! innermost [`ChatBackend`], auth middleware, admin and usage routes.
+//! innermost [`ChatBackend`], auth middleware, admin (keys, prompts) and usage routes.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod http;
 pub mod local;
+pub mod prompts;
 pub mod stages;
 
 /// The gateway and the stage stack built over the local engine.

@@ -37,6 +37,11 @@ pub(crate) fn prepare(
     state: &AppState,
     request: &ChatCompletionRequest,
 ) -> Result<(ChatFormat, DeltaStream), ApiError> {
+    if request.prompt.is_some() {
+        // The gateway's prompt stage replaces `prompt` with messages before this point.
+        let message = "the prompt registry needs the gateway: set `[gateway] enabled = true`";
+        return Err(ApiError::invalid_param("prompt", message).with_code("gateway_disabled"));
+    }
     request.validate()?;
     let backend = state.serving_backend()?;
     state.check_model(backend, request.model.as_deref())?;

@@ -1,0 +1,104 @@
+//! The prompt stage: resolves a request's `prompt` (label, experiment arm or version),
+//! renders it in front of the request's own messages and fills in the prompt's default
+//! model and sampling fields, before the policy, guardrails and cache see the request.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sconce_protocol::chat::{ChatCompletionRequest, ChatMessage, PromptRef};
+use sconce_protocol::ApiError;
+use serde_json::{Map, Value};
+
+use super::{PromptBook, PromptRegistry, PromptTag, PromptVersion, PROMPT_HEADER, PROMPT_LABEL_HEADER};
+use crate::policy::with_headers;
+use crate::{ChatBackend, ChatCall, ChatFailure, ChatResult, ExtraHeaders, Layer, SharedBackend};
+
+pub struct PromptLayer(pub Arc<PromptRegistry>);
+
+impl Layer for PromptLayer {
+    fn layer(&self, inner: SharedBackend) -> SharedBackend {
+        Arc::new(PromptStage { registry: self.0.clone(), inner })
+    }
+}
+
+struct PromptStage {
+    registry: Arc<PromptRegistry>,
+    inner: SharedBackend,
+}
+
+impl ChatBackend for PromptStage {
+    fn chat(&self, mut call: ChatCall) -> BoxFuture<'static, ChatResult> {
+        let Some(reference) = call.request.prompt.take() else {
+            return self.inner.chat(call);
+        };
+        let headers = match apply_prompt(&self.registry.snapshot(), &reference, &mut call) {
+            Ok(tag) => tag_headers(&tag),
+            Err(error) => return Box::pin(std::future::ready(Err(ChatFailure::from(error)))),
+        };
+        let reply = self.inner.chat(call);
+        Box::pin(async move { with_headers(reply.await, headers) })
+    }
+}
+
+/// Resolves and renders `reference` into `call`'s request; records the version in its marks.
+pub fn apply_prompt(book: &PromptBook, reference: &PromptRef, call: &mut ChatCall) -> Result<PromptTag, ApiError> {
+    let resolved = book.resolve(reference, sticky_id(call))?;
+    let rendered = resolved.prompt.render(&reference.variables)?;
+    let version = &resolved.prompt.version;
+    let model = fill_in(&mut call.request, version, rendered)?;
+    let tag = PromptTag { name: version.name.clone(), version: version.version, label: resolved.label, model };
+    let _ = call.ctx.marks.prompt.set(tag.clone());
+    Ok(tag)
+}
+
+/// Who an experiment keeps on one version: the `user` field, else the key, else the request.
+fn sticky_id(call: &ChatCall) -> &str {
+    let user = call.request.sampling.user.as_deref().filter(|user| !user.is_empty());
+    let key = Some(call.ctx.principal.key_id.as_str()).filter(|key| !key.is_empty());
+    user.or(key).unwrap_or(&call.ctx.request_id)
+}
+
+fn tag_headers(tag: &PromptTag) -> ExtraHeaders {
+    let mut headers = vec![(PROMPT_HEADER, tag.to_string())];
+    if let Some(label) = &tag.label {
+        headers.push((PROMPT_LABEL_HEADER, label.clone()));
+    }
+    headers
+}
+
+/// Puts the rendered messages first and applies the defaults the request did not set;
+/// returns the model it took from the prompt, if any.
+pub fn fill_in(
+    request: &mut ChatCompletionRequest,
+    version: &PromptVersion,
+    rendered: Vec<ChatMessage>,
+) -> Result<Option<String>, ApiError> {
+    let own = std::mem::replace(&mut request.messages, rendered);
+    request.messages.extend(own);
+    let mut model = None;
+    if request.model.as_deref().is_none_or(str::is_empty) && version.model.is_some() {
+        request.model.clone_from(&version.model);
+        model.clone_from(&version.model);
+    }
+    if !version.params.is_empty() {
+        *request = with_defaults(request, &version.params)?;
+    }
+    Ok(model)
+}
+
+/// The request with each of `params` that it leaves unset (absent or null) filled in.
+fn with_defaults(
+    request: &ChatCompletionRequest,
+    params: &Map<String, Value>,
+) -> Result<ChatCompletionRequest, ApiError> {
+    let invalid = |error: serde_json::Error| ApiError::invalid_param("prompt", format!("prompt params: {error}"));
+    let mut value = serde_json::to_value(request).map_err(invalid)?;
+    if let Value::Object(fields) = &mut value {
+        for (name, default) in params {
+            if fields.get(name).is_none_or(Value::is_null) {
+                fields.insert(name.clone(), default.clone());
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(invalid)
+}
