@@ -71,7 +71,7 @@ unsafe impl Sync for Columns {}
 impl Columns {
     /// Writes `y[token, first + row]`.
     #[inline(always)]
-    fn set(&mut self, token: usize, row: usize, value: f32) {
+    pub(crate) fn set(&mut self, token: usize, row: usize, value: f32) {
         assert!(token < self.tokens && row < self.rows, "linear output index out of range");
         // SAFETY: in bounds (checked above) and no other task writes this column.
         unsafe { *self.y.add(token * self.out + self.first + row) = value };

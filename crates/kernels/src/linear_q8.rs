@@ -1,7 +1,8 @@
 //! Int8 weights with one f32 scale per 32 values (GGML's Q8_0 layout) for CPU linears: about half
-//! the bytes of f16, so memory-bound decode reads half as much. Each task dequantizes its rows into
-//! a cache-resident f32 buffer and runs the f32 register tiles, whatever the token count, so a
-//! token's result never depends on the batch it shares.
+//! the bytes of f16, so memory-bound decode reads half as much. Decode dequantizes in registers;
+//! with many tokens each task dequantizes its rows once into a cache-resident f32 buffer and runs
+//! the f32 register tiles. Both compute `q * scale` then the same FMA chain, so a token's result
+//! never depends on the batch it shares.
 
 use std::sync::Arc;
 
@@ -122,6 +123,14 @@ impl CustomOp1 for Q8Linear {
         }
         let CpuStorage::F32(x) = storage else { candle_core::bail!("{name}: activations must be f32") };
         let x = contiguous(x, layout, name)?;
+        #[cfg(target_arch = "x86_64")]
+        if tokens < 8 && std::arch::is_x86_feature_detected!("avx512f") {
+            let y = run_tasks(tokens, rows, |first, count, columns| {
+                // SAFETY: AVX-512F is available (checked above).
+                unsafe { avx512::rows_in_registers(&self.weights, first, count, x, columns) }
+            });
+            return Ok((CpuStorage::F32(y), Shape::from((tokens, rows))));
+        }
         let y = run_tasks(tokens, rows, |first, count, columns| {
             with_scratch(count * cols, |scratch| {
                 self.weights.dequantize_rows(first, count, scratch);
@@ -129,5 +138,104 @@ impl CustomOp1 for Q8Linear {
             })
         });
         Ok((CpuStorage::F32(y), Shape::from((tokens, rows))))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Q8Matrix, Q8_BLOCK};
+    use crate::linear::Columns;
+
+    /// Rows `first..first + count` against every token of `x`, dequantizing in registers.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_in_registers(m: &Q8Matrix, first: usize, count: usize, x: &[f32], out: &mut Columns) {
+        let tokens = x.len() / m.cols;
+        let mut r = 0;
+        while r + 4 <= count {
+            prefetch(m, first + r + 16, 4);
+            unsafe { row_group::<4>(m, first, r, x, tokens, out) };
+            r += 4;
+        }
+        while r < count {
+            unsafe { row_group::<1>(m, first, r, x, tokens, out) };
+            r += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn row_group<const R: usize>(
+        m: &Q8Matrix,
+        first: usize,
+        r0: usize,
+        x: &[f32],
+        tokens: usize,
+        out: &mut Columns,
+    ) {
+        let x_row = |t: usize| x[t * m.cols..].as_ptr();
+        let mut t = 0;
+        while t + 4 <= tokens {
+            let res = unsafe { micro::<R, 4>(m, first + r0, [x_row(t), x_row(t + 1), x_row(t + 2), x_row(t + 3)]) };
+            for (r, vals) in res.iter().enumerate() {
+                vals.iter().enumerate().for_each(|(i, v)| out.set(t + i, r0 + r, *v));
+            }
+            t += 4;
+        }
+        while t < tokens {
+            let res = unsafe { micro::<R, 1>(m, first + r0, [x_row(t)]) };
+            res.iter().enumerate().for_each(|(r, v)| out.set(t, r0 + r, v[0]));
+            t += 1;
+        }
+    }
+
+    /// `R` rows from `row` times `T` tokens. Per weight: int8 to f32, times its block's scale (the
+    /// values `dequantize_rows` gives), then the FMA chain of the f32 tiles, so results match them bit for bit.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn micro<const R: usize, const T: usize>(m: &Q8Matrix, row: usize, x: [*const f32; T]) -> [[f32; T]; R] {
+        let cols = m.cols;
+        assert!((row + R) * cols <= m.quants.len() && cols.is_multiple_of(Q8_BLOCK));
+        let quants: [*const i8; R] = std::array::from_fn(|r| m.quants[(row + r) * cols..].as_ptr());
+        let scales: [&[f32]; R] = std::array::from_fn(|r| &m.scales[(row + r) * cols / Q8_BLOCK..]);
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut i = 0;
+        while i < cols {
+            let mut wv = [_mm512_setzero_ps(); R];
+            for r in 0..R {
+                let scale = _mm512_set1_ps(scales[r][i / Q8_BLOCK]);
+                // SAFETY: i + 16 <= cols, inside row `row + r` (asserted above).
+                let bytes = unsafe { _mm_loadu_si128(quants[r].add(i).cast()) };
+                wv[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), scale);
+            }
+            for t in 0..T {
+                // SAFETY: each token row has `cols` values.
+                let xv = unsafe { _mm512_loadu_ps(x[t].add(i)) };
+                for r in 0..R {
+                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+            i += 16;
+        }
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                // `+ 0.0` mirrors the f32 tiles' (empty) tail sum.
+                out[r][t] = _mm512_reduce_add_ps(acc[r][t]) + 0f32;
+            }
+        }
+        out
+    }
+
+    /// Asks for `count` rows from `row` (when they exist) to be brought into cache.
+    #[inline(always)]
+    fn prefetch(m: &Q8Matrix, row: usize, count: usize) {
+        let start = (row * m.cols).min(m.quants.len());
+        let end = ((row + count) * m.cols).min(m.quants.len());
+        for offset in (start..end).step_by(64) {
+            // SAFETY: offset is inside the slice; prefetching never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(m.quants.as_ptr().add(offset).cast()) };
+        }
     }
 }
