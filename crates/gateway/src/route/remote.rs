@@ -134,3 +134,17 @@ fn parse_sse_line(line: &str) -> Result<Option<ChatCompletionChunk>, ApiError> {
         code: None,
     })
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    /// Loopback port 1 is closed: with TLS built in, `https` fails to connect; without it, reqwest
+    /// refuses the scheme before connecting.
+    #[tokio::test]
+    async fn https_upstreams_are_supported() {
+        let remote = RemoteBackend::new("https://127.0.0.1:1/v1", None, None, Duration::from_secs(1));
+        let error = remote.client.get(format!("{}/models", remote.base_url())).send().await.unwrap_err();
+        assert!(error.is_connect() && !format!("{error:?}").contains("scheme"), "{error:?}");
+    }
+}
