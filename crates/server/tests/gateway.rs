@@ -7,44 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::services::{drop_postgres_database, fresh_postgres_database};
-use common::{tiny_config, user_messages, MODEL};
+use common::gateway::{on_sqlite_and_postgres, GatewayServer, TestDb, ADMIN};
+use common::{user_messages, MODEL};
 use futures_util::StreamExt;
 use sconce_gateway::config::{GatewayConfig, Price};
-use sconce_gateway::ledger::UsageRecord;
-use sconce_server::backend::Backend;
-use sconce_server::{gateway, server, AppState};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-
-const ADMIN: &str = "sk-admin-test";
-
-struct GatewayServer {
-    base: String,
-    state: AppState,
-    client: reqwest::Client,
-}
 
 impl GatewayServer {
-    async fn start(gateway_config: GatewayConfig) -> Self {
-        let config = tiny_config();
-        let state = AppState::new(server::settings(&config));
-        gateway::install_with_admin(&state, &gateway_config, Some(ADMIN.into())).await.unwrap();
-        state.set_backend(Backend::launch(&config).await.unwrap()).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(server::serve(listener, state.clone(), std::future::pending()));
-        Self { base, state, client: reqwest::Client::new() }
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
-        let builder = self.client.request(method, format!("{}{path}", self.base));
-        match key {
-            Some(key) => builder.bearer_auth(key),
-            None => builder,
-        }
-    }
-
     async fn create_key(&self, body: Value) -> String {
         let response =
             self.request(reqwest::Method::POST, "/admin/keys", Some(ADMIN)).json(&body).send().await.unwrap();
@@ -64,77 +33,16 @@ impl GatewayServer {
     async fn get_json(&self, path: &str, key: &str) -> Value {
         self.request(reqwest::Method::GET, path, Some(key)).send().await.unwrap().json().await.unwrap()
     }
-
-    /// Every ledger row once `count` are committed (cancelled streams land a little later).
-    async fn rows(&self, count: usize) -> Vec<UsageRecord> {
-        let gateway = &self.state.gateway().unwrap().gateway;
-        for _ in 0..100 {
-            gateway.ledger.flush().await;
-            let rows = gateway.store.usage(0, i64::MAX, None).await.unwrap();
-            if rows.len() >= count {
-                return rows;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("fewer than {count} ledger rows after 5 s");
-    }
-
-    async fn close(&self) {
-        self.state.gateway().unwrap().gateway.close().await;
-    }
 }
 
-fn config_in(dir: &std::path::Path) -> GatewayConfig {
-    let mut config = GatewayConfig { enabled: true, data_dir: Some(dir.to_path_buf()), ..GatewayConfig::default() };
+/// The test price table on top of `config`.
+fn priced(mut config: GatewayConfig) -> GatewayConfig {
     config.prices.insert(MODEL.into(), Price { input: 1.0, cached_input: 0.5, output: 2.0 });
     config
 }
 
-/// Where a test's gateway keeps keys and the ledger: a new SQLite file or Postgres database.
-struct TestDb {
-    dir: tempfile::TempDir,
-    postgres: Option<String>,
-}
-
-impl TestDb {
-    fn sqlite() -> Self {
-        Self { dir: tempfile::tempdir().unwrap(), postgres: None }
-    }
-
-    /// None (a skip) where `SCONCE_TEST_POSTGRES_URL` is unset, outside CI.
-    async fn postgres() -> Option<Self> {
-        let url = fresh_postgres_database().await?;
-        Some(Self { dir: tempfile::tempdir().unwrap(), postgres: Some(url) })
-    }
-
-    fn config(&self) -> GatewayConfig {
-        GatewayConfig { database_url: self.postgres.clone(), ..config_in(self.dir.path()) }
-    }
-
-    async fn remove(self) {
-        if let Some(url) = &self.postgres {
-            drop_postgres_database(url).await;
-        }
-    }
-}
-
-/// Runs each test body on SQLite and on Postgres: `name::sqlite`, `name::postgres`.
-macro_rules! on_sqlite_and_postgres {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::TestDb::sqlite()).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                if let Some(db) = super::TestDb::postgres().await {
-                    super::$body(db).await;
-                }
-            }
-        }
-    )*};
+fn config_in(dir: &std::path::Path) -> GatewayConfig {
+    priced(GatewayConfig { enabled: true, data_dir: Some(dir.to_path_buf()), ..GatewayConfig::default() })
 }
 
 on_sqlite_and_postgres!(
@@ -149,7 +57,7 @@ fn small_chat(stream: bool) -> Value {
 }
 
 async fn keys_are_required_checked_and_revocable(db: TestDb) {
-    let server = GatewayServer::start(db.config()).await;
+    let server = GatewayServer::start(priced(db.config())).await;
     let missing = server.chat("", &small_chat(false)).await;
     assert_eq!(missing.status(), 401);
     let body: Value = missing.json().await.unwrap();
@@ -199,7 +107,7 @@ async fn one_request(server: &GatewayServer, key: &str, i: usize) -> (u64, u64) 
 }
 
 async fn the_ledger_matches_what_clients_saw(db: TestDb) {
-    let server = GatewayServer::start(db.config()).await;
+    let server = GatewayServer::start(priced(db.config())).await;
     let key = server.create_key(json!({"alias": "bob", "team": "ops"})).await;
     let results = futures_util::stream::iter(0..200)
         .map(|i| one_request(&server, &key, i))
@@ -250,7 +158,7 @@ async fn the_ledger_matches_what_clients_saw(db: TestDb) {
 
 /// Spend is seeded from the ledger at startup, so a spent budget stays spent.
 async fn budgets_survive_a_restart(db: TestDb) {
-    let first = GatewayServer::start(db.config()).await;
+    let first = GatewayServer::start(priced(db.config())).await;
     let spent =
         first.create_key(json!({"alias": "spent", "team": "t", "max_budget": 0.000_001, "budget_period": "day"})).await;
     let fresh = first
@@ -258,7 +166,7 @@ async fn budgets_survive_a_restart(db: TestDb) {
         .await;
     assert_eq!(first.chat(&spent, &small_chat(false)).await.status(), 200);
     first.close().await;
-    let second = GatewayServer::start(db.config()).await;
+    let second = GatewayServer::start(priced(db.config())).await;
     let over = second.chat(&spent, &small_chat(false)).await;
     assert_eq!(over.status(), 429);
     let body: Value = over.json().await.unwrap();
@@ -352,7 +260,7 @@ fn series(metrics: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn completions_are_metered_like_chat() {
     let db = TestDb::sqlite();
-    let server = GatewayServer::start(db.config()).await;
+    let server = GatewayServer::start(priced(db.config())).await;
     let key = server.create_key(json!({"alias": "writer", "team": "t"})).await;
     let full = server.completion(&key, &small_completion(false)).await;
     assert_eq!(full.status(), 200);
@@ -389,7 +297,7 @@ async fn completions_are_metered_like_chat() {
 #[tokio::test]
 async fn an_rpm_limit_counts_chat_and_completions_together() {
     let db = TestDb::sqlite();
-    let server = GatewayServer::start(db.config()).await;
+    let server = GatewayServer::start(priced(db.config())).await;
     let key = server.create_key(json!({"alias": "rl", "team": "t", "rpm_limit": 4})).await;
     for i in 0..4 {
         let response = match i % 2 {
@@ -416,7 +324,7 @@ async fn an_rpm_limit_counts_chat_and_completions_together() {
 #[tokio::test]
 async fn completions_enforce_keys_models_ceilings_and_budgets() {
     let db = TestDb::sqlite();
-    let server = GatewayServer::start(db.config()).await;
+    let server = GatewayServer::start(priced(db.config())).await;
     let body = json!({"model": MODEL, "prompt": "hi", "max_tokens": 50, "ignore_eos": true});
     assert_eq!(server.completion("sk-nope", &body).await.status(), 401);
     let other = server.create_key(json!({"alias": "other", "team": "t", "models": ["someone-else"]})).await;
@@ -449,7 +357,7 @@ async fn completions_enforce_keys_models_ceilings_and_budgets() {
 #[tokio::test]
 async fn streamed_usage_carries_the_cost_for_chat_and_completions() {
     let db = TestDb::sqlite();
-    let server = GatewayServer::start(db.config()).await;
+    let server = GatewayServer::start(priced(db.config())).await;
     let key = server.create_key(json!({"alias": "s", "team": "t", "rpm_limit": 100})).await;
     let mut costs = Vec::new();
     for (path, body) in [("/v1/chat/completions", small_chat(true)), ("/v1/completions", small_completion(true))] {

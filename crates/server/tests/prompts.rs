@@ -7,40 +7,16 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::services::{drop_postgres_database, fresh_postgres_database};
-use common::{assert_envelope, tiny_config, TestServer, MODEL};
+use common::gateway::{on_sqlite_and_postgres, GatewayServer, TestDb, ADMIN};
+use common::{assert_envelope, TestServer, MODEL};
 use futures_util::StreamExt;
 use reqwest::Method;
-use sconce_gateway::config::GatewayConfig;
 use sconce_gateway::guard::{Action, PolicyConfig};
-use sconce_gateway::ledger::UsageRecord;
-use sconce_server::backend::Backend;
-use sconce_server::{gateway, server, AppState};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-
-const ADMIN: &str = "sk-admin-test";
-
-struct GatewayServer {
-    base: String,
-    state: AppState,
-    client: reqwest::Client,
-}
 
 impl GatewayServer {
-    async fn start(config: GatewayConfig) -> Self {
-        let tiny = tiny_config();
-        let state = AppState::new(server::settings(&tiny));
-        gateway::install_with_admin(&state, &config, Some(ADMIN.into())).await.unwrap();
-        state.set_backend(Backend::launch(&tiny).await.unwrap()).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(server::serve(listener, state.clone(), std::future::pending()));
-        Self { base, state, client: reqwest::Client::new() }
-    }
-
     async fn send(&self, method: Method, path: &str, key: &str, body: Option<&Value>) -> reqwest::Response {
-        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(key);
+        let mut request = self.request(method, path, Some(key));
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -75,23 +51,6 @@ impl GatewayServer {
         let response = self.send(Method::POST, "/tokenize", ADMIN, Some(&body)).await;
         response.json::<Value>().await.unwrap()["count"].as_u64().unwrap()
     }
-
-    async fn rows(&self, count: usize) -> Vec<UsageRecord> {
-        let gateway = &self.state.gateway().unwrap().gateway;
-        for _ in 0..100 {
-            gateway.ledger.flush().await;
-            let rows = gateway.store.usage(0, i64::MAX, None).await.unwrap();
-            if rows.len() >= count {
-                return rows;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("fewer than {count} ledger rows after 5 s");
-    }
-
-    async fn close(&self) {
-        self.state.gateway().unwrap().gateway.close().await;
-    }
 }
 
 fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
@@ -113,56 +72,6 @@ async fn prompt_tokens(server: &GatewayServer, body: &Value) -> (u16, Option<Str
     let (status, used) = (response.status().as_u16(), header(&response, "x-sconce-prompt").map(str::to_string));
     let reply: Value = response.json().await.unwrap();
     (status, used, reply["usage"]["prompt_tokens"].as_u64().unwrap_or(0))
-}
-
-struct TestDb {
-    dir: tempfile::TempDir,
-    postgres: Option<String>,
-}
-
-impl TestDb {
-    fn sqlite() -> Self {
-        Self { dir: tempfile::tempdir().unwrap(), postgres: None }
-    }
-
-    async fn postgres() -> Option<Self> {
-        let url = fresh_postgres_database().await?;
-        Some(Self { dir: tempfile::tempdir().unwrap(), postgres: Some(url) })
-    }
-
-    fn config(&self) -> GatewayConfig {
-        GatewayConfig {
-            enabled: true,
-            data_dir: Some(self.dir.path().to_path_buf()),
-            database_url: self.postgres.clone(),
-            ..GatewayConfig::default()
-        }
-    }
-
-    async fn remove(self) {
-        if let Some(url) = &self.postgres {
-            drop_postgres_database(url).await;
-        }
-    }
-}
-
-/// Runs each test body on SQLite and on Postgres: `name::sqlite`, `name::postgres`.
-macro_rules! on_sqlite_and_postgres {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::TestDb::sqlite()).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                if let Some(db) = super::TestDb::postgres().await {
-                    super::$body(db).await;
-                }
-            }
-        }
-    )*};
 }
 
 on_sqlite_and_postgres!(prompts_render_by_label_and_version, concurrent_creates_number_versions_without_gaps);

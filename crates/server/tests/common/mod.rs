@@ -2,6 +2,7 @@
 //! and a small SSE reader.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod gateway;
 pub mod services;
 
 use std::path::PathBuf;
