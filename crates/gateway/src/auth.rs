@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use sconce_protocol::ApiError;
 
+use crate::context::Principal;
+use crate::error::GatewayError;
 use crate::keys::{hash_key, KeyCache};
-use crate::Principal;
 
 pub struct Auth {
     pub keys: Arc<KeyCache>,
@@ -57,23 +58,11 @@ impl Auth {
 }
 
 pub fn unauthorized(message: &str) -> ApiError {
-    ApiError {
-        status: 401,
-        kind: "invalid_request_error",
-        message: message.to_string(),
-        param: None,
-        code: Some("invalid_api_key"),
-    }
+    GatewayError::Unauthorized(message.to_string()).into()
 }
 
 pub fn forbidden(message: &str) -> ApiError {
-    ApiError {
-        status: 403,
-        kind: "permission_error",
-        message: message.to_string(),
-        param: None,
-        code: Some("insufficient_permissions"),
-    }
+    GatewayError::Forbidden(message.to_string()).into()
 }
 
 /// Refuses anyone but the admin.

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::GatewayError;
+use crate::stack::StageName;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -43,6 +46,10 @@ pub struct GatewayConfig {
     /// Guardrail policies (`[[gateway.guardrails.policies]]`).
     #[serde(skip_serializing_if = "is_default")]
     pub guardrails: crate::guard::GuardrailsConfig,
+    /// The stages, outermost first; default `["meter", "prompt", "policy", "guard", "cache"]`.
+    /// The guard and the cache run only when their sections turn them on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageName>>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -68,6 +75,7 @@ impl Default for GatewayConfig {
             routing: Default::default(),
             cache: Default::default(),
             guardrails: Default::default(),
+            stages: None,
         }
     }
 }
@@ -143,6 +151,17 @@ impl GatewayConfig {
         }
     }
 
+    /// The stages in their configured order; each at most once.
+    pub fn stage_order(&self) -> Result<Vec<StageName>, GatewayError> {
+        let order = self.stages.clone().unwrap_or_else(|| StageName::DEFAULT_ORDER.to_vec());
+        for (i, name) in order.iter().enumerate() {
+            if order[..i].contains(name) {
+                return Err(GatewayError::config(format!("stage `{}` is listed twice in `stages`", name.as_str())));
+            }
+        }
+        Ok(order)
+    }
+
     /// The admin key from the configured environment variable, if set and non-empty.
     pub fn admin_key(&self) -> Option<String> {
         let name = self.admin_key_env.as_deref()?;
@@ -200,5 +219,16 @@ mod tests {
         assert_eq!(config.cost("other", 10, 0, 10), 0.0);
         config.gpu_hour = Some(GpuHour { price: 2.0, tokens_per_hour: 1000.0 });
         assert!((config.cost("other", 250, 0, 250) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stages_keep_the_configured_order_and_unknown_ones_are_refused() {
+        let config: GatewayConfig = toml::from_str("stages = [\"cache\", \"meter\"]").expect("valid");
+        assert_eq!(config.stage_order().ok(), Some(vec![StageName::Cache, StageName::Meter]));
+        assert_eq!(GatewayConfig::default().stage_order().ok(), Some(StageName::DEFAULT_ORDER.to_vec()));
+        let twice: GatewayConfig = toml::from_str("stages = [\"meter\", \"meter\"]").expect("valid");
+        assert!(twice.stage_order().is_err());
+        let unknown = toml::from_str::<GatewayConfig>("stages = [\"meterr\"]").expect_err("unknown stage");
+        assert!(unknown.to_string().contains("meterr"), "{unknown}");
     }
 }

@@ -10,13 +10,14 @@ use futures_util::future::BoxFuture;
 use futures_util::{Future, Stream};
 use sconce_protocol::{ApiError, Usage};
 
+use crate::api::{Api, Backend, Call, CallResult, Endpoint, Reply, ReplyStream, Service};
 use crate::config::GatewayConfig;
-use crate::endpoint::{EndpointReply, EndpointRequest};
+use crate::context::CallContext;
+use crate::endpoint::{ApiReply, ApiRequest};
 use crate::ledger::{Ledger, UsageRecord};
 use crate::metrics::GatewayMetrics;
 use crate::policy::PolicyState;
-use crate::telemetry::{Operation, RequestSpan};
-use crate::{CallContext, CallResult, ChatBackend, ChatCall, ChatResult, Layer, Reply, ReplyStream, SharedBackend};
+use crate::telemetry::RequestSpan;
 
 pub const COST_HEADER: &str = "x-sconce-cost";
 pub const OVERHEAD_HEADER: &str = "x-sconce-gateway-overhead-ms";
@@ -28,41 +29,39 @@ pub struct MeterState {
     pub policy: Option<Arc<PolicyState>>,
 }
 
-#[derive(Clone)]
-pub struct MeterLayer(pub Arc<MeterState>);
+/// The metering stage over one endpoint's inner stages.
+pub struct Metered<A: Api> {
+    state: Arc<MeterState>,
+    inner: Service<A>,
+}
 
-impl Layer for MeterLayer {
-    fn layer(&self, inner: SharedBackend) -> SharedBackend {
-        Arc::new(Meter { state: self.0.clone(), inner })
+impl<A: Api> Metered<A> {
+    pub fn new(state: Arc<MeterState>, inner: Service<A>) -> Self {
+        Self { state, inner }
     }
 }
 
-struct Meter {
-    state: Arc<MeterState>,
-    inner: SharedBackend,
-}
-
-impl ChatBackend for Meter {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+impl<A: Api> Backend<A> for Metered<A> {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        let tally = Tally::start::<A>(&call.ctx, &call.request);
         let inner = self.inner.clone();
-        let tally = Tally::start(&call.ctx, &call.request);
-        Box::pin(self.state.clone().meter(tally, async move { inner.chat(call).await }))
+        Box::pin(self.state.clone().meter(tally, async move { inner.call(call).await }))
     }
 }
 
 impl MeterState {
-    /// Meters one request of any endpoint around `run` (the stages under the meter):
-    /// one ledger row, whether it succeeds, fails, streams or is cancelled.
-    pub async fn meter<F: EndpointReply, C: EndpointReply>(
+    /// Meters one request around `run` (the stages under the meter): one ledger row,
+    /// whether it succeeds, fails, streams or is cancelled.
+    pub async fn meter<A: Api>(
         self: Arc<Self>,
         tally: Tally,
-        run: impl Future<Output = CallResult<Reply<F, C>>>,
-    ) -> CallResult<Reply<F, C>> {
-        let (received, marks) = (tally.ctx.received, tally.ctx.marks.clone());
+        run: impl Future<Output = CallResult<A>>,
+    ) -> CallResult<A> {
+        let (received, journal) = (tally.ctx.received, tally.ctx.journal.clone());
         let mut booking = Booking { tally: Some(tally), state: self };
         match run.await {
             Ok(mut outcome) => {
-                let overhead = marks.overhead(received);
+                let overhead = journal.overhead(received);
                 outcome.headers.push((OVERHEAD_HEADER, format!("{:.3}", overhead.as_secs_f64() * 1e3)));
                 outcome.reply = match outcome.reply {
                     Reply::Full(mut response) => {
@@ -88,7 +87,7 @@ impl MeterState {
 pub struct Tally {
     ctx: CallContext,
     ts: i64,
-    operation: Operation,
+    endpoint: Endpoint,
     model: String,
     user: String,
     first_token: Option<Instant>,
@@ -100,23 +99,23 @@ pub struct Tally {
 
 impl Tally {
     /// Starts metering a request as it enters the meter.
-    pub fn start<Q: EndpointRequest>(ctx: &CallContext, request: &Q) -> Self {
+    pub fn start<A: Api>(ctx: &CallContext, request: &A::Request) -> Self {
         Self {
             ctx: ctx.clone(),
             ts: crate::usage::unix_now(),
-            operation: Q::OPERATION,
+            endpoint: A::ENDPOINT,
             model: request.model().unwrap_or_default().to_string(),
             user: request.user().unwrap_or_default().to_string(),
             first_token: None,
             usage: None,
             finish_reason: None,
             status: 499,
-            span: RequestSpan::start(Q::OPERATION, request.model(), ctx),
+            span: RequestSpan::start(A::ENDPOINT, request.model(), ctx),
         }
     }
 
     /// Reads a full reply or a chunk; a usage means the request completed.
-    fn absorb(&mut self, reply: &impl EndpointReply) {
+    fn absorb(&mut self, reply: &impl ApiReply) {
         if self.model != reply.model() {
             self.model = reply.model().to_string();
         }
@@ -155,8 +154,8 @@ impl Tally {
         let usage = self.usage.unwrap_or_default();
         let (prompt, completion) = (usage.prompt_tokens as u64, usage.completion_tokens as u64);
         let cached = usage.prompt_tokens_details.cached_tokens as u64;
-        let overhead = self.ctx.marks.overhead(self.ctx.received);
-        let ttft = match (self.first_token, self.ctx.marks.timings.get()) {
+        let overhead = self.ctx.journal.overhead(self.ctx.received);
+        let ttft = match (self.first_token, self.ctx.journal.timings.get()) {
             (Some(first), _) => first.saturating_duration_since(self.ctx.received),
             (None, Some(timings)) if self.status == 200 => timings.time_to_first_token + overhead,
             _ => latency,
@@ -165,7 +164,7 @@ impl Tally {
             if completion > 1 { (latency.saturating_sub(ttft)).as_secs_f64() / (completion - 1) as f64 } else { 0.0 };
         let finish_reason =
             self.finish_reason.unwrap_or_else(|| if self.status == 499 { "cancelled".into() } else { String::new() });
-        let used = self.ctx.marks.prompt.get();
+        let used = self.ctx.journal.prompt.get();
         let model = match used.and_then(|used| used.model.as_ref()) {
             Some(prompt_model) if self.model.is_empty() => prompt_model.clone(),
             _ => self.model,
@@ -173,7 +172,7 @@ impl Tally {
         UsageRecord {
             request_id: self.ctx.request_id,
             ts: self.ts,
-            operation: self.operation.as_str().to_string(),
+            operation: self.endpoint.operation().to_string(),
             cost,
             model,
             key_id: self.ctx.principal.key_id,
@@ -237,7 +236,7 @@ struct Booking {
 
 impl Booking {
     /// Reads a reply or chunk and writes the cost into its usage, once known.
-    fn absorb(&mut self, reply: &mut impl EndpointReply) {
+    fn absorb(&mut self, reply: &mut impl ApiReply) {
         if let Some(tally) = self.tally.as_mut() {
             tally.absorb(reply);
             if let Some(usage) = reply.usage_mut() {
@@ -270,7 +269,7 @@ struct MeteredStream<C> {
     booking: Booking,
 }
 
-impl<C: EndpointReply> Stream for MeteredStream<C> {
+impl<C: ApiReply> Stream for MeteredStream<C> {
     type Item = Result<C, ApiError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -1,39 +1,47 @@
-//! [`Gateway`]: opens the store, loads keys, starts the ledger and builds the stages.
+//! [`Gateway`]: opens the store, loads keys, starts the ledger and assembles the stage
+//! stack over an upstream, in the configured order.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sconce_protocol::ApiError;
 
+use crate::api::Upstream;
 use crate::auth::Auth;
 use crate::budget::SpendBook;
+use crate::cache::{CacheMetrics, ResponseCache};
 use crate::config::{BudgetPeriod, GatewayConfig};
-use crate::endpoint::{EndpointReply, EndpointRequest};
+use crate::context::Principal;
+use crate::error::GatewayError;
+use crate::guard::metrics::GuardMetrics;
+use crate::guard::{GuardStage, Guardrails};
 use crate::keys::{ApiKey, KeyCache, NewKey};
 use crate::ledger::Ledger;
 use crate::limits::RateLimits;
-use crate::meter::{MeterLayer, MeterState, Tally};
+use crate::meter::MeterState;
 use crate::metrics::GatewayMetrics;
-use crate::policy::{with_headers, PolicyLayer, PolicyState};
-use crate::prompts::{PromptLayer, PromptRegistry};
+use crate::policy::PolicyState;
+use crate::prompts::PromptRegistry;
 use crate::redis_store::RedisStore;
+use crate::route::catalog::ServedName;
+use crate::route::metrics::RouteMetrics;
+use crate::route::Router;
+use crate::stack::{Pipeline, Stage, StageName};
 use crate::store::Store;
 use crate::usage::{summarize, unix_now, GroupBy, UsageQuery, UsageReport};
-use crate::{CallContext, CallResult, ChatFailure, Outcome, Principal, Reply, Stack};
 
 /// How often keys and prompts changed elsewhere (the CLI, other replicas) are picked up.
 const RELOAD: Duration = Duration::from_secs(2);
 
 pub struct Gateway {
-    pub config: Arc<GatewayConfig>,
-    pub store: Store,
-    pub auth: Auth,
-    pub ledger: Arc<Ledger>,
-    pub metrics: Arc<GatewayMetrics>,
-    pub policy: Arc<PolicyState>,
-    pub meter: Arc<MeterState>,
-    pub prompts: Arc<PromptRegistry>,
+    config: Arc<GatewayConfig>,
+    store: Store,
+    auth: Auth,
+    ledger: Arc<Ledger>,
+    metrics: Arc<GatewayMetrics>,
+    policy: Arc<PolicyState>,
+    meter: Arc<MeterState>,
+    prompts: Arc<PromptRegistry>,
 }
 
 impl Gateway {
@@ -73,36 +81,79 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Metering outermost, so refusals are metered too; then the prompt, so the policy
-    /// and every later stage see the rendered request; then the policy.
-    pub fn stack(&self) -> Stack {
-        Stack::new()
-            .push(MeterLayer(self.meter.clone()))
-            .push(PromptLayer(self.prompts.clone()))
-            .push(PolicyLayer(self.policy.clone()))
+    /// The configured stages (in `stages` order) over the router, or over `local` alone
+    /// when no model group is configured.
+    pub fn pipeline(&self, local: Arc<dyn Upstream>) -> Result<Pipeline, GatewayError> {
+        let mut stages = Vec::new();
+        for name in self.config.stage_order()? {
+            if let Some(stage) = self.stage(name)? {
+                stages.push(stage);
+            }
+        }
+        Ok(Pipeline::new(stages, self.upstream(local)?))
     }
 
-    /// Runs a request of an endpoint outside the chat stack (`/v1/completions`) through
-    /// the stack's first two stages, the meter and the policy, then `backend`.
-    pub async fn serve<Q, F, C, Fut>(
-        &self,
-        ctx: CallContext,
-        mut request: Q,
-        backend: impl FnOnce(Q, CallContext) -> Fut,
-    ) -> CallResult<Reply<F, C>>
-    where
-        Q: EndpointRequest,
-        F: EndpointReply,
-        C: EndpointReply,
-        Fut: Future<Output = Result<Reply<F, C>, ApiError>>,
-    {
-        let tally = Tally::start(&ctx, &request);
-        let policy = self.policy.clone();
-        let run = async move {
-            let headers = policy.admit(&ctx.principal, &mut request).await?;
-            with_headers(backend(request, ctx).await.map(Outcome::new).map_err(ChatFailure::from), headers)
-        };
-        self.meter.clone().meter(tally, run).await
+    /// One stage, or None when its section leaves it off.
+    fn stage(&self, name: StageName) -> Result<Option<Stage>, GatewayError> {
+        let registry = self.metrics.registry();
+        Ok(Some(match name {
+            StageName::Meter => Stage::Meter(self.meter.clone()),
+            StageName::Prompt => Stage::Prompt(self.prompts.clone()),
+            StageName::Policy => Stage::Policy(self.policy.clone()),
+            StageName::Guard if self.config.guardrails.policies.is_empty() => return Ok(None),
+            StageName::Guard => {
+                let guardrails = Arc::new(Guardrails::new(&self.config.guardrails)?);
+                Stage::Guard(Arc::new(GuardStage { guardrails, metrics: GuardMetrics::new(registry).ok() }))
+            }
+            StageName::Cache if !self.config.cache.enabled => return Ok(None),
+            StageName::Cache => {
+                let cache = ResponseCache::new(self.config.cache.clone(), CacheMetrics::new(registry).ok())?;
+                Stage::Cache(Arc::new(cache))
+            }
+        }))
+    }
+
+    /// The router over the configured groups (the local engine for deployments without a
+    /// URL, and for names no group or alias claims), or the local engine alone.
+    fn upstream(&self, local: Arc<dyn Upstream>) -> Result<Arc<dyn Upstream>, GatewayError> {
+        let routing = &self.config.routing;
+        if routing.groups.is_empty() {
+            return Ok(local);
+        }
+        let pick = |_: &crate::route::DeploymentConfig| Some(local.clone());
+        let router = Router::new(routing.clone(), &pick, RouteMetrics::new(self.metrics.registry()).ok())?;
+        router.pass_unknown_names_to(local.clone());
+        Ok(Arc::new(router))
+    }
+
+    /// The caller behind an `Authorization` header value.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        self.auth.authenticate(authorization, unix_now())
+    }
+
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.is_enabled()
+    }
+
+    /// Every name the routing serves: groups, aliases and `auto`.
+    pub fn served_names(&self) -> Vec<ServedName> {
+        self.config.routing.served_names()
+    }
+
+    /// The prompt registry (for its admin API).
+    pub fn prompts(&self) -> &Arc<PromptRegistry> {
+        &self.prompts
+    }
+
+    /// Writes every ledger row booked so far.
+    pub async fn flush_ledger(&self) {
+        self.ledger.flush().await;
+    }
+
+    /// Every ledger row, once those booked so far are written.
+    pub async fn ledger_rows(&self) -> Result<Vec<crate::ledger::UsageRecord>, GatewayError> {
+        self.ledger.flush().await;
+        self.store.usage(0, i64::MAX, None).await.map_err(GatewayError::Internal)
     }
 
     pub async fn create_key(&self, new: NewKey) -> anyhow::Result<(String, ApiKey)> {
@@ -131,7 +182,7 @@ impl Gateway {
         let scope = (self.auth.is_enabled() && !principal.is_admin).then_some(principal.key_id.as_str());
         self.ledger.flush().await;
         let (start, end) = (query.start.unwrap_or(0), query.end.unwrap_or(unix_now() + 1));
-        let rows = self.store.usage(start, end, scope).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let rows = self.store.usage(start, end, scope).await.map_err(GatewayError::Internal)?;
         Ok(summarize(&rows, group_by))
     }
 

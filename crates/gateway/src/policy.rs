@@ -2,17 +2,18 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use sconce_protocol::ApiError;
 
+use crate::api::{with_headers, Api, Backend, Call, CallResult, ExtraHeaders, Failure, Service};
 use crate::budget::SpendBook;
 use crate::config::{BudgetPeriod, GatewayConfig};
-use crate::endpoint::EndpointRequest;
+use crate::context::Principal;
+use crate::endpoint::ApiRequest;
+use crate::error::GatewayError;
 use crate::keys::ApiKey;
 use crate::limits::{self, RateLimits, Unit};
 use crate::metrics::GatewayMetrics;
-use crate::{
-    CallResult, ChatBackend, ChatCall, ChatFailure, ChatResult, ExtraHeaders, Layer, Principal, SharedBackend,
-};
 
 /// Everything the policy checks against, shared by all requests.
 pub struct PolicyState {
@@ -22,53 +23,33 @@ pub struct PolicyState {
     pub metrics: Option<Arc<GatewayMetrics>>,
 }
 
-#[derive(Clone)]
-pub struct PolicyLayer(pub Arc<PolicyState>);
+/// The policy stage over one endpoint's inner stages.
+pub struct Policed<A: Api> {
+    state: Arc<PolicyState>,
+    inner: Service<A>,
+}
 
-impl Layer for PolicyLayer {
-    fn layer(&self, inner: SharedBackend) -> SharedBackend {
-        Arc::new(Policy { state: self.0.clone(), inner })
+impl<A: Api> Policed<A> {
+    pub fn new(state: Arc<PolicyState>, inner: Service<A>) -> Self {
+        Self { state, inner }
     }
 }
 
-struct Policy {
-    state: Arc<PolicyState>,
-    inner: SharedBackend,
-}
-
-impl ChatBackend for Policy {
-    fn chat(&self, mut call: ChatCall) -> futures_util::future::BoxFuture<'static, ChatResult> {
+impl<A: Api> Backend<A> for Policed<A> {
+    fn call(&self, mut call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
         let state = self.state.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
             let headers = state.admit(&call.ctx.principal, &mut call.request).await?;
-            with_headers(inner.chat(call).await, headers)
+            with_headers(inner.call(call).await, headers)
         })
-    }
-}
-
-/// Adds the policy's headers to what the stages below answered, reply or refusal.
-pub fn with_headers<R>(result: CallResult<R>, headers: ExtraHeaders) -> CallResult<R> {
-    match result {
-        Ok(mut outcome) => {
-            outcome.headers.extend(headers);
-            Ok(outcome)
-        }
-        Err(mut failure) => {
-            failure.headers.extend(headers);
-            Err(failure)
-        }
     }
 }
 
 impl PolicyState {
     /// Admits one request of any endpoint for its caller (anyone without a key record
     /// passes); returns the `x-ratelimit-*` headers.
-    pub async fn admit(
-        &self,
-        principal: &Principal,
-        request: &mut impl EndpointRequest,
-    ) -> Result<ExtraHeaders, ChatFailure> {
+    pub async fn admit(&self, principal: &Principal, request: &mut impl ApiRequest) -> Result<ExtraHeaders, Failure> {
         match principal.key.as_deref() {
             Some(key) => self.admit_key(key, &principal.team, request).await,
             None => Ok(ExtraHeaders::new()),
@@ -79,10 +60,10 @@ impl PolicyState {
         &self,
         key: &ApiKey,
         team: &str,
-        request: &mut impl EndpointRequest,
-    ) -> Result<ExtraHeaders, ChatFailure> {
+        request: &mut impl ApiRequest,
+    ) -> Result<ExtraHeaders, Failure> {
         if let Some(model) = request.model().filter(|model| !key.allows_model(model)) {
-            return Err(crate::auth::forbidden(&format!("this key may not use the model `{model}`")).into());
+            return Err(GatewayError::Forbidden(format!("this key may not use the model `{model}`")).into());
         }
         clamp_max_tokens(key, request)?;
         self.check_budgets(key, team).await?;
@@ -103,7 +84,7 @@ impl PolicyState {
         limit: u64,
         cells: u64,
         headers: &mut ExtraHeaders,
-    ) -> Result<(), ChatFailure> {
+    ) -> Result<(), Failure> {
         let verdict = self.limits.take(key_id, unit, limit, cells).await;
         headers.extend(limits::headers(unit, &verdict));
         if verdict.allowed {
@@ -115,10 +96,10 @@ impl PolicyState {
         });
         headers.push(("retry-after", limits::retry_after_secs(verdict.reset).to_string()));
         let message = format!("rate limit reached: {limit} {} per minute for this key", unit.as_str());
-        Err(ChatFailure { error: rate_limited(message, "rate_limit_exceeded"), headers: std::mem::take(headers) })
+        Err(Failure { error: GatewayError::RateLimited(message).into(), headers: std::mem::take(headers) })
     }
 
-    async fn check_budgets(&self, key: &ApiKey, team: &str) -> Result<(), ChatFailure> {
+    async fn check_budgets(&self, key: &ApiKey, team: &str) -> Result<(), Failure> {
         let now = crate::usage::unix_now();
         if let Some(max) = key.max_budget {
             let period = key.budget_period.unwrap_or_default();
@@ -135,10 +116,9 @@ impl PolicyState {
         Ok(())
     }
 
-    fn over_budget(&self, scope: &str, max: f64, period: BudgetPeriod) -> ChatFailure {
+    fn over_budget(&self, scope: &str, max: f64, period: BudgetPeriod) -> Failure {
         self.reject("budget");
-        let message = format!("the {scope} budget of {max} per {} is spent", period.as_str());
-        rate_limited(message, "budget_exceeded").into()
+        GatewayError::BudgetExceeded(format!("the {scope} budget of {max} per {} is spent", period.as_str())).into()
     }
 
     fn reject(&self, reason: &str) {
@@ -148,12 +128,8 @@ impl PolicyState {
     }
 }
 
-fn rate_limited(message: String, code: &'static str) -> ApiError {
-    ApiError { status: 429, kind: "rate_limit_error", message, param: None, code: Some(code) }
-}
-
 /// Caps `max_tokens` at the key's ceiling (and sets it when absent).
-fn clamp_max_tokens(key: &ApiKey, request: &mut impl EndpointRequest) -> Result<(), ApiError> {
+fn clamp_max_tokens(key: &ApiKey, request: &mut impl ApiRequest) -> Result<(), ApiError> {
     let Some(ceiling) = key.max_tokens else {
         return Ok(());
     };

@@ -91,7 +91,11 @@ impl Store {
     }
 
     /// Writes rows in one transaction: all of the batch or none of it.
+    /// Appends rows. A row written again as it was (a retried batch) is ignored; another
+    /// request under an id seen before (a client may resend its `x-request-id`) adds its
+    /// tokens and cost to the existing row, so nothing goes unbilled.
     pub async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
+        let rows = merge_repeated_ids(rows);
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let sql = usage_insert_sql(chunk.len());
@@ -169,9 +173,37 @@ fn usage_insert_sql(rows: usize) -> String {
     format!(
         "INSERT INTO usage_ledger (request_id, ts, operation, model, key_id, key_alias, team, user_id, status, \
          finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s, \
-         prompt_name, prompt_version, prompt_label) VALUES {} ON CONFLICT (request_id) DO NOTHING",
+         prompt_name, prompt_version, prompt_label) VALUES {} ON CONFLICT (request_id) DO UPDATE SET \
+         prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
+         cached_tokens = usage_ledger.cached_tokens + excluded.cached_tokens, \
+         cost = usage_ledger.cost + excluded.cost \
+         WHERE usage_ledger.ts <> excluded.ts OR usage_ledger.latency_s <> excluded.latency_s",
         usage_placeholders(rows)
     )
+}
+
+/// One row per request id (an upsert may touch a row once per statement): repeats add
+/// their tokens and cost to the first.
+fn merge_repeated_ids(rows: &[UsageRecord]) -> Vec<UsageRecord> {
+    let mut merged: Vec<UsageRecord> = Vec::with_capacity(rows.len());
+    let mut index = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        match index.get(&row.request_id) {
+            Some(&at) => {
+                let first: &mut UsageRecord = &mut merged[at];
+                first.prompt_tokens += row.prompt_tokens;
+                first.completion_tokens += row.completion_tokens;
+                first.cached_tokens += row.cached_tokens;
+                first.cost += row.cost;
+            }
+            None => {
+                index.insert(row.request_id.clone(), merged.len());
+                merged.push(row.clone());
+            }
+        }
+    }
+    merged
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;

@@ -12,11 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
 use opentelemetry::global::{self, BoxedTracer};
-use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{
+    Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+};
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 
+use crate::api::{Api, Backend, Call, CallResult, Endpoint, Service};
+use crate::context::{BackendTimings, CallContext, Journal};
 use crate::ledger::UsageRecord;
-use crate::{BackendTimings, CallContext, ChatBackend, ChatCall, ChatResult, Marks, SharedBackend};
 
 /// The instrumentation scope of every span.
 const TRACER_NAME: &str = "sconce";
@@ -32,19 +35,39 @@ pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// `gen_ai.operation.name`: which API the request used.
+/// An inbound W3C `traceparent` (`00-{trace id}-{parent span id}-{flags}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Chat,
-    TextCompletion,
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub sampled: bool,
 }
 
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Chat => "chat",
-            Self::TextCompletion => "text_completion",
+impl TraceParent {
+    /// Parses version 00 (and later versions' first four fields); None when malformed.
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut fields = header.trim().split('-');
+        let (version, trace, parent, flags) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+        if version.len() != 2 || version == "ff" || (version == "00" && fields.next().is_some()) {
+            return None;
         }
+        let trace_id: [u8; 16] = hex::decode(trace).ok()?.try_into().ok()?;
+        let parent_id: [u8; 8] = hex::decode(parent).ok()?.try_into().ok()?;
+        let flags = hex::decode(flags).ok().filter(|bytes| bytes.len() == 1)?[0];
+        let valid = trace_id != [0; 16] && parent_id != [0; 8];
+        valid.then_some(Self { trace_id, parent_id, sampled: flags & 1 == 1 })
+    }
+
+    fn context(&self) -> Context {
+        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let remote = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.parent_id),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        Context::new().with_remote_span_context(remote)
     }
 }
 
@@ -90,58 +113,64 @@ impl StageLog {
     }
 }
 
-/// A stage's name from its type: `sconce_gateway::meter::MeterLayer` → `Meter`.
-pub fn stage_name(type_name: &'static str) -> &'static str {
-    let path = type_name.split('<').next().unwrap_or(type_name);
-    let last = path.rsplit("::").next().unwrap_or(path);
-    last.strip_suffix("Layer").filter(|name| !name.is_empty()).unwrap_or(last)
-}
-
 /// Wraps a stage (and everything inside it) so its enter and exit times reach the trace.
 /// Exit is when the stage hands back its reply: for a stream, before the first token.
-pub fn timed(stage: &'static str, inner: SharedBackend) -> SharedBackend {
+pub fn timed<A: Api>(stage: &'static str, inner: Service<A>) -> Service<A> {
     Arc::new(Timed { stage, inner })
 }
 
-struct Timed {
+struct Timed<A: Api> {
     stage: &'static str,
-    inner: SharedBackend,
+    inner: Service<A>,
 }
 
-impl ChatBackend for Timed {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
-        if !is_enabled() {
-            return self.inner.chat(call);
-        }
-        let marks = call.ctx.marks.clone();
-        let entry = marks.stages.open(self.stage, Instant::now());
-        let reply = self.inner.chat(call);
-        Box::pin(async move {
-            let result = reply.await;
-            marks.stages.close(entry, Instant::now());
-            result
-        })
+impl<A: Api> Backend<A> for Timed<A> {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        let journal = call.ctx.journal.clone();
+        time_stage(self.stage, &journal, || self.inner.call(call))
     }
+}
+
+/// Records `stage` in the journal from now (before `run` starts the stages inside) until
+/// its reply resolves; only while spans are on.
+pub fn time_stage<A: Api>(
+    stage: &'static str,
+    journal: &Arc<Journal>,
+    run: impl FnOnce() -> BoxFuture<'static, CallResult<A>>,
+) -> BoxFuture<'static, CallResult<A>> {
+    if !is_enabled() {
+        return run();
+    }
+    let journal = journal.clone();
+    let entry = journal.stages.open(stage, Instant::now());
+    let reply = run();
+    Box::pin(async move {
+        let result = reply.await;
+        journal.stages.close(entry, Instant::now());
+        result
+    })
 }
 
 /// What the request span needs beyond the usage record, taken when the request starts.
 pub struct RequestSpan {
-    operation: Operation,
+    endpoint: Endpoint,
     /// The model the client asked for (`gen_ai.request.model`).
     request_model: String,
     /// When the HTTP request arrived: the span's start.
     received: Instant,
-    marks: Arc<Marks>,
+    journal: Arc<Journal>,
+    parent: Option<TraceParent>,
 }
 
 impl RequestSpan {
     /// None (and nothing allocated) while spans are off.
-    pub fn start(operation: Operation, request_model: Option<&str>, ctx: &CallContext) -> Option<Self> {
+    pub fn start(endpoint: Endpoint, request_model: Option<&str>, ctx: &CallContext) -> Option<Self> {
         is_enabled().then(|| Self {
-            operation,
+            endpoint,
             request_model: request_model.unwrap_or_default().to_string(),
             received: ctx.received,
-            marks: ctx.marks.clone(),
+            journal: ctx.journal.clone(),
+            parent: ctx.trace_parent,
         })
     }
 
@@ -157,14 +186,14 @@ impl RequestSpan {
             .with_kind(SpanKind::Server)
             .with_start_time(clock.at(self.received))
             .with_attributes(self.attributes(record))
-            .start(&tracer);
+            .start_with_context(&tracer, &self.parent.map_or_else(Context::new, |parent| parent.context()));
         let cx = Context::new().with_span(span);
-        if let Some(timings) = self.marks.timings.get() {
+        if let Some(timings) = self.journal.timings.get() {
             for (phase, start, stop) in engine_phases(timings) {
                 child(&tracer, &cx, phase.into(), Vec::new(), clock.at(start), clock.at(stop));
             }
         }
-        for stage in self.marks.stages.snapshot() {
+        for stage in self.journal.stages.snapshot() {
             let stage_name = stage.stage.to_ascii_lowercase();
             let name = format!("gateway.{stage_name}");
             let attributes = vec![KeyValue::new("sconce.stage", stage_name)];
@@ -179,14 +208,14 @@ impl RequestSpan {
     /// `{gen_ai.operation.name} {gen_ai.request.model}`, as the conventions name spans.
     fn name(&self) -> String {
         match self.request_model.as_str() {
-            "" => self.operation.as_str().to_string(),
-            model => format!("{} {model}", self.operation.as_str()),
+            "" => self.endpoint.operation().to_string(),
+            model => format!("{} {model}", self.endpoint.operation()),
         }
     }
 
     fn attributes(&self, record: &UsageRecord) -> Vec<KeyValue> {
         let mut attributes = vec![
-            KeyValue::new("gen_ai.operation.name", self.operation.as_str()),
+            KeyValue::new("gen_ai.operation.name", self.endpoint.operation()),
             KeyValue::new("gen_ai.request.model", self.request_model.clone()),
             KeyValue::new("gen_ai.response.model", record.model.clone()),
             KeyValue::new("gen_ai.usage.input_tokens", saturating_i64(record.prompt_tokens)),
@@ -271,11 +300,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stage_names_come_from_layer_types() {
-        assert_eq!(stage_name("sconce_gateway::meter::MeterLayer"), "Meter");
-        assert_eq!(stage_name("sconce_gateway::guard::layer::GuardLayer"), "Guard");
-        assert_eq!(stage_name("my::Wrapper<sconce_gateway::meter::MeterLayer>"), "Wrapper");
-        assert_eq!(stage_name("Layer"), "Layer");
+    fn traceparents_parse_and_malformed_ones_are_ignored() {
+        let parent =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").expect("a valid traceparent");
+        assert_eq!(hex::encode(parent.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex::encode(parent.parent_id), "00f067aa0ba902b7");
+        assert!(parent.sampled);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(TraceParent::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -42,6 +42,16 @@ async fn exercise(store: Store, tag: &str) {
     let spend = store.spend_since(0).await.unwrap();
     let mine = spend.iter().find(|(k, _, _)| *k == key_id).unwrap();
     assert!((mine.2 - 5.0).abs() < 1e-9);
+    let mut again = row(&format!("{tag}-3"), &key_id, 4);
+    again.latency_s = 9.0; // another request that reused the id: it is billed too
+    let mut twice = again.clone();
+    twice.ts = 101;
+    store.insert_usage(&[again, twice]).await.unwrap();
+    let reused =
+        store.usage(0, 1000, Some(&key_id)).await.unwrap().into_iter().find(|r| r.request_id == format!("{tag}-3"));
+    let reused = reused.unwrap();
+    assert_eq!((reused.prompt_tokens, reused.completion_tokens), (3 + 8, 3 + 8));
+    assert!((reused.cost - 1.5).abs() < 1e-9, "{}", reused.cost);
 }
 
 #[tokio::test]

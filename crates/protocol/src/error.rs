@@ -90,6 +90,11 @@ impl ApiError {
             .with_code("method_not_allowed")
     }
 
+    /// 409: the request collides with one in progress (e.g. a reused request id).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, INVALID_REQUEST, message).with_code("conflict")
+    }
+
     /// 413: the body is over the configured limit.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(413, INVALID_REQUEST, format!("request body is larger than {limit} bytes"))

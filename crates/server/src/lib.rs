@@ -1,20 +1,23 @@
 //! Sconce's OpenAI-compatible HTTP server and the `sconce` command line.
 //!
 //! [`app::build_app`] builds the axum router over an [`state::AppState`]; [`server::run`]
-//! owns the process life (load, serve, drain). Only [`backend`] touches the engine.
+//! owns the process life (load, serve, drain). A route hands each request to the
+//! pipeline (`sconce-gateway`), whose innermost backend is [`local::LocalEngine`]; only
+//! [`backend`] touches the engine.
 
 pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod gateway;
-pub mod generation;
 pub mod http;
+pub mod local;
 pub mod logging;
 pub mod metrics;
-pub mod respond;
+pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod sse;
 pub mod state;
 pub mod telemetry;
 

@@ -60,8 +60,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if tokio::time::timeout(CLOSE_GRACE, server).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
-    if let Some(handle) = state.gateway() {
-        handle.gateway.close().await;
+    if let Some(gateway) = state.gateway() {
+        gateway.close().await;
     }
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;

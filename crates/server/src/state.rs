@@ -1,14 +1,15 @@
-//! Shared server state: the engine once loaded, metrics, readiness and in-flight tracking.
+//! Shared server state: the engine slot, the gateway when on, and the pipeline every
+//! endpoint's calls enter.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sconce_gateway::{Gateway, Pipeline};
 use sconce_protocol::ApiError;
-use tokio::sync::Notify;
 
 use crate::backend::Backend;
-use crate::gateway::GatewayHandle;
+use crate::local::serving::Serving;
+use crate::local::LocalEngine;
 use crate::metrics::Metrics;
 
 /// Settings the HTTP layer needs, fixed at startup.
@@ -26,18 +27,18 @@ impl Default for ServerSettings {
     }
 }
 
-struct Loaded {
-    backend: Backend,
-    metrics: Metrics,
+/// The gateway and the stages it built over the local engine.
+struct GatewayParts {
+    gateway: Arc<Gateway>,
+    pipeline: Pipeline,
 }
 
 struct Shared {
     settings: ServerSettings,
-    loaded: OnceLock<Loaded>,
-    gateway: OnceLock<GatewayHandle>,
-    draining: AtomicBool,
-    in_flight: AtomicUsize,
-    idle: Notify,
+    serving: Arc<Serving>,
+    /// No stages: the pipeline while the gateway is off.
+    bare: Pipeline,
+    gateway: OnceLock<GatewayParts>,
     started: u64,
 }
 
@@ -48,48 +49,44 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(settings: ServerSettings) -> Self {
-        let shared = Shared {
-            settings,
-            loaded: OnceLock::new(),
-            gateway: OnceLock::new(),
-            draining: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
-            started: unix_now(),
-        };
+        let serving = Serving::new(settings.model_aliases.clone(), settings.vllm_compat_metrics);
+        let bare = Pipeline::new(Vec::new(), Arc::new(LocalEngine::new(serving.clone())));
+        let shared = Shared { settings, serving, bare, gateway: OnceLock::new(), started: unix_now() };
         Self { shared: Arc::new(shared) }
     }
 
     /// Makes the model available; `/ready` turns 200. Only the first call counts.
     pub fn set_backend(&self, backend: Backend) -> anyhow::Result<()> {
-        let name = backend.info().name.clone();
-        let metrics = Metrics::new(&name, self.shared.settings.vllm_compat_metrics)?;
-        if self.shared.loaded.set(Loaded { backend, metrics }).is_err() {
-            anyhow::bail!("the model is already loaded");
-        }
+        self.shared.serving.set_backend(backend)
+    }
+
+    /// Turns the gateway on: its stages over the local engine. Only the first call counts.
+    pub fn set_gateway(&self, gateway: Arc<Gateway>) -> anyhow::Result<()> {
+        let pipeline = gateway.pipeline(Arc::new(self.local_engine()))?;
+        let _ = self.shared.gateway.set(GatewayParts { gateway, pipeline });
         Ok(())
     }
 
-    /// Turns the ops layer on; only the first call counts.
-    pub fn set_gateway(&self, gateway: GatewayHandle) {
-        let _ = self.shared.gateway.set(gateway);
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.shared.gateway.get().map(|parts| &parts.gateway)
     }
 
-    pub fn gateway(&self) -> Option<&GatewayHandle> {
-        self.shared.gateway.get()
+    /// Where every endpoint's calls go: the gateway's stages, or none.
+    pub fn pipeline(&self) -> &Pipeline {
+        self.shared.gateway.get().map_or(&self.shared.bare, |parts| &parts.pipeline)
     }
 
-    /// A handle that does not keep the state alive (for the gateway's innermost backend).
-    pub fn downgrade(&self) -> WeakAppState {
-        WeakAppState(Arc::downgrade(&self.shared))
+    /// The local engine as an upstream (the innermost backend).
+    pub fn local_engine(&self) -> LocalEngine {
+        LocalEngine::new(self.shared.serving.clone())
     }
 
     pub fn backend(&self) -> Option<&Backend> {
-        self.shared.loaded.get().map(|loaded| &loaded.backend)
+        self.shared.serving.loaded().map(|loaded| &loaded.backend)
     }
 
     pub fn metrics(&self) -> Option<&Metrics> {
-        self.shared.loaded.get().map(|loaded| &loaded.metrics)
+        self.shared.serving.metrics()
     }
 
     pub fn settings(&self) -> &ServerSettings {
@@ -102,79 +99,35 @@ impl AppState {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.shared.loaded.get().is_some() && !self.is_draining()
+        self.backend().is_some() && !self.is_draining()
     }
 
     pub fn is_draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Acquire)
+        self.shared.serving.is_draining()
     }
 
     /// Refuses new generation work from now on; `/ready` turns 503.
     pub fn begin_drain(&self) {
-        self.shared.draining.store(true, Ordering::Release);
+        self.shared.serving.begin_drain();
     }
 
     /// The backend, for work that is about to start, or 503.
     pub fn serving_backend(&self) -> Result<&Backend, ApiError> {
-        if self.is_draining() {
-            return Err(ApiError::unavailable("the server is shutting down"));
-        }
-        self.backend().ok_or_else(|| ApiError::unavailable("the model is still loading"))
+        self.shared.serving.serving().map(|loaded| &loaded.backend)
     }
 
     /// Accepts `model` when absent or when it names the served model.
     pub fn check_model(&self, backend: &Backend, model: Option<&str>) -> Result<(), ApiError> {
-        match model {
-            None => Ok(()),
-            Some(name) if name == backend.info().name => Ok(()),
-            Some(name) if self.shared.settings.model_aliases.iter().any(|alias| alias == name) => Ok(()),
-            Some(name) => Err(ApiError::model_not_found(name)),
-        }
-    }
-
-    /// Counts one generation request until the guard drops.
-    pub fn track_request(&self) -> InFlightGuard {
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard { shared: self.shared.clone() }
+        self.shared.serving.check_model(backend, model)
     }
 
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Acquire)
+        self.shared.serving.in_flight()
     }
 
     /// Resolves once no generation request is in flight.
     pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.shared.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.in_flight() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct WeakAppState(Weak<Shared>);
-
-impl WeakAppState {
-    pub fn upgrade(&self) -> Option<AppState> {
-        self.0.upgrade().map(|shared| AppState { shared })
-    }
-}
-
-/// Keeps a request counted as in flight while alive.
-pub struct InFlightGuard {
-    shared: Arc<Shared>,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.idle.notify_waiters();
-        }
+        self.shared.serving.wait_idle().await;
     }
 }
 
@@ -190,7 +143,8 @@ mod tests {
     #[tokio::test]
     async fn wait_idle_returns_when_the_last_guard_drops() {
         let state = AppState::new(ServerSettings::default());
-        let guard = state.track_request();
+        let guard = state.shared.serving.track("r1").unwrap();
+        assert_eq!(state.shared.serving.track("r1").err().map(|e| e.status), Some(409));
         let waiter = tokio::spawn({
             let state = state.clone();
             async move { state.wait_idle().await }
@@ -199,6 +153,7 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(guard);
         tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        assert!(state.shared.serving.track("r1").is_ok(), "the id is free again");
     }
 
     #[test]

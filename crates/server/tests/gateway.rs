@@ -117,8 +117,7 @@ async fn the_ledger_matches_what_clients_saw(db: TestDb) {
     let (prompt, completion) = results.iter().fold((0, 0), |(p, c), (dp, dc)| (p + dp, c + dc));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let handle = server.state.gateway().unwrap();
-    handle.gateway.ledger.flush().await;
-    let rows = handle.gateway.store.usage(0, i64::MAX, None).await.unwrap();
+    let rows = handle.ledger_rows().await.unwrap();
     assert_eq!(rows.len(), 200);
     let cancelled: Vec<_> = rows.iter().filter(|row| row.status == 499).collect();
     assert_eq!(cancelled.len(), 50, "every cancelled stream is one row");

@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{tiny_config, MODEL};
-use sconce_gateway::cache::replay::static_reply;
 use sconce_gateway::cache::CacheConfig;
 use sconce_gateway::config::GatewayConfig;
 use sconce_gateway::guard::{Action, GuardrailsConfig, PolicyConfig};
 use sconce_gateway::route::breaker::BreakerConfig;
 use sconce_gateway::route::{DeploymentConfig, GroupConfig, RoutingConfig};
-use sconce_gateway::ChatReply;
+use sconce_gateway::{Api, Chat};
 use sconce_server::backend::Backend;
 use sconce_server::{gateway, server, AppState};
 use serde_json::{json, Value};
@@ -252,7 +251,7 @@ fn redis_cache_config(dir: &std::path::Path, url: &str) -> (std::path::PathBuf, 
 async fn wait_for_redis_entry(url: &str, namespace: &str, request: &Value) {
     use sconce_gateway::cache::store::{CacheStore, RedisStore};
     let parsed: sconce_protocol::chat::ChatCompletionRequest = serde_json::from_value(request.clone()).unwrap();
-    let key = format!("{namespace}{}", sconce_gateway::cache::key::cache_key(&parsed, MODEL, None));
+    let key = format!("{namespace}{}", sconce_gateway::cache::key::cache_key::<Chat>(&parsed, MODEL, None));
     let store = RedisStore::new(url, Duration::from_secs(60)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while store.get(key.clone()).await.is_none() {
@@ -419,8 +418,7 @@ async fn stub(name: &'static str, waiting: u32, kv_usage: f64) -> Stub {
         async move { body }
     };
     let answer = move || async move {
-        let ChatReply::Full(response) = static_reply(name, name, false) else { unreachable!("a full reply") };
-        axum::Json(*response)
+        axum::Json(Chat::text_response(format!("chatcmpl-{name}"), name, name))
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(scrape))

@@ -3,24 +3,20 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use sconce_protocol::chat::ChatCompletionRequest;
+use crate::api::Api;
 
 /// Fields that change how the answer is delivered, not what it says.
 const DELIVERY_FIELDS: &[&str] = &["stream", "stream_options", "user", "priority"];
 
-/// Temperature 0, or a seed given.
-pub fn is_deterministic(request: &ChatCompletionRequest) -> bool {
-    request.sampling.temperature == Some(0.0) || request.sampling.seed.is_some()
-}
-
-/// Hex SHA-256 over the model, the messages and every sampling field, with object keys
-/// sorted and nulls dropped, plus the prompt version when one is used.
-pub fn cache_key(request: &ChatCompletionRequest, model: &str, prompt_version: Option<&str>) -> String {
+/// Hex SHA-256 over the endpoint, the model, the prompt and every sampling field, with
+/// object keys sorted and nulls dropped, plus the prompt version when one is used.
+pub fn cache_key<A: Api>(request: &A::Request, model: &str, prompt_version: Option<&str>) -> String {
     let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         for field in DELIVERY_FIELDS {
             map.remove(*field);
         }
+        map.insert("endpoint".into(), Value::String(A::PATH.into()));
         map.insert("model".into(), Value::String(model.into()));
         if let Some(version) = prompt_version {
             map.insert("prompt_version".into(), Value::String(version.into()));
@@ -61,6 +57,9 @@ fn write_canonical(value: &Value, out: &mut Sha256) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::api::Chat;
+    use crate::endpoint::ApiRequest;
+    use sconce_protocol::chat::ChatCompletionRequest;
 
     fn request(json: serde_json::Value) -> ChatCompletionRequest {
         serde_json::from_value(json).unwrap()
@@ -77,12 +76,13 @@ mod tests {
         let c = request(
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 6}),
         );
-        assert_eq!(cache_key(&a, "m", None), cache_key(&b, "m", None));
-        assert_ne!(cache_key(&a, "m", None), cache_key(&c, "m", None));
-        assert_ne!(cache_key(&a, "m", None), cache_key(&a, "other", None));
-        assert_ne!(cache_key(&a, "m", None), cache_key(&a, "m", Some("v2")));
-        assert_eq!(cache_key(&a, "m", None).len(), 64);
-        assert!(is_deterministic(&a));
-        assert!(!is_deterministic(&request(serde_json::json!({"messages": []}))));
+        let key = |r: &ChatCompletionRequest, model: &str, prompt: Option<&str>| cache_key::<Chat>(r, model, prompt);
+        assert_eq!(key(&a, "m", None), key(&b, "m", None));
+        assert_ne!(key(&a, "m", None), key(&c, "m", None));
+        assert_ne!(key(&a, "m", None), key(&a, "other", None));
+        assert_ne!(key(&a, "m", None), key(&a, "m", Some("v2")));
+        assert_eq!(key(&a, "m", None).len(), 64);
+        assert!(a.is_deterministic());
+        assert!(!request(serde_json::json!({"messages": []})).is_deterministic());
     }
 }

@@ -6,16 +6,19 @@ pub mod replay;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
-use crate::{ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, Layer, SharedBackend};
-use replay::{CachedReply, Collector};
+use crate::api::{Api, Backend, Call, CallResult, Outcome, Reply, Service};
+use crate::endpoint::{ApiReply, ApiRequest};
+use crate::error::GatewayError;
+use replay::{collect_into, hit, is_complete};
 use store::{CacheStore, MemoryStore, RedisStore};
+
+pub const CACHE_HEADER: &str = "x-sconce-cache";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,10 +61,6 @@ impl Default for CacheConfig {
     }
 }
 
-pub(crate) fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
-}
-
 /// `sconce:cache_hits_total` and `sconce:cache_misses_total`.
 #[derive(Clone)]
 pub struct CacheMetrics {
@@ -86,12 +85,15 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
-    pub fn new(config: CacheConfig, metrics: Option<CacheMetrics>) -> Result<Self, String> {
+    pub fn new(config: CacheConfig, metrics: Option<CacheMetrics>) -> Result<Self, GatewayError> {
         let ttl = Duration::from_secs(config.ttl_secs.max(1));
         let store: Arc<dyn CacheStore> = match config.backend {
             CacheBackendKind::Memory => Arc::new(MemoryStore::new(config.max_bytes, ttl)),
             CacheBackendKind::Redis => {
-                let url = config.redis_url.as_deref().ok_or("cache backend `redis` needs `redis_url`")?;
+                let url = config
+                    .redis_url
+                    .as_deref()
+                    .ok_or_else(|| GatewayError::config("cache backend `redis` needs `redis_url`"))?;
                 Arc::new(RedisStore::new(url, ttl)?)
             }
         };
@@ -104,117 +106,77 @@ impl ResponseCache {
             counter.with_label_values(&[model]).inc();
         }
     }
-}
 
-/// Wraps a backend with the cache.
-pub struct CacheLayer(pub Arc<ResponseCache>);
+    async fn lookup<R: ApiReply>(&self, key: &str) -> Option<R> {
+        let bytes = self.store.get(key.to_string()).await?;
+        serde_json::from_slice(&bytes).ok()
+    }
 
-impl Layer for CacheLayer {
-    fn layer(&self, inner: SharedBackend) -> SharedBackend {
-        Arc::new(CachedBackend { cache: self.0.clone(), inner })
+    /// Stores a finished answer in the background (never one cut short or too large).
+    fn store<R: ApiReply>(&self, key: String, response: &R) {
+        if !is_complete(response) {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(response) else { return };
+        if bytes.len() <= self.config.max_entry_bytes {
+            tokio::spawn(self.store.put(key, bytes));
+        }
     }
 }
 
-struct CachedBackend {
+/// The cache stage over one endpoint's inner stages.
+pub struct CachedStage<A: Api> {
     cache: Arc<ResponseCache>,
-    inner: SharedBackend,
+    inner: Service<A>,
 }
 
-impl ChatBackend for CachedBackend {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
-        let (cache, inner) = (self.cache.clone(), self.inner.clone());
-        Box::pin(cached_chat(cache, inner, call))
+impl<A: Api> CachedStage<A> {
+    pub fn new(cache: Arc<ResponseCache>, inner: Service<A>) -> Self {
+        Self { cache, inner }
     }
 }
 
-fn with_header(mut outcome: ChatOutcome, value: &str) -> ChatOutcome {
-    outcome.headers.push(("x-sconce-cache", value.to_string()));
-    outcome
+impl<A: Api> Backend<A> for CachedStage<A> {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        Box::pin(cached_call(self.cache.clone(), self.inner.clone(), call))
+    }
 }
 
-async fn cached_chat(cache: Arc<ResponseCache>, inner: SharedBackend, call: ChatCall) -> ChatResult {
-    let cacheable = cache.config.cache_nondeterministic || key::is_deterministic(&call.request);
+async fn cached_call<A: Api>(cache: Arc<ResponseCache>, inner: Service<A>, call: Call<A>) -> CallResult<A> {
+    let cacheable = cache.config.cache_nondeterministic || call.request.is_deterministic();
     if !cacheable {
-        return inner.chat(call).await.map(|o| with_header(o, "miss"));
+        return inner.call(call).await.map(|o| o.with_header(CACHE_HEADER, "miss"));
     }
-    let model = call.request.model.clone().unwrap_or_default();
-    let prompt = call.ctx.marks.prompt.get().map(ToString::to_string);
-    let key = format!("{}{}", cache.config.namespace, key::cache_key(&call.request, &model, prompt.as_deref()));
-    let stream = call.request.sampling.is_stream();
+    let model = call.request.model().unwrap_or_default().to_string();
+    let prompt = call.ctx.prompt.as_ref().map(ToString::to_string);
+    let key = format!("{}{}", cache.config.namespace, key::cache_key::<A>(&call.request, &model, prompt.as_deref()));
     if !call.ctx.hints.no_cache {
-        if let Some(hit) = lookup(&cache, &key).await {
+        if let Some(found) = cache.lookup::<A::Response>(&key).await {
             cache.count(true, &model);
-            let reply =
-                if stream { ChatReply::Stream(hit.replay()) } else { ChatReply::Full(Box::new(hit.hit_response())) };
-            let mut outcome = ChatOutcome::new(reply);
-            outcome.headers.push(("x-sconce-model", model));
-            return Ok(with_header(outcome, "hit"));
+            let reply = hit::<A>(found, &call.ctx.request_id, call.request.is_stream());
+            return Ok(Outcome::new(reply).with_header("x-sconce-model", model).with_header(CACHE_HEADER, "hit"));
         }
     }
     cache.count(false, &model);
     let no_store = call.ctx.hints.no_store;
-    let outcome = inner.chat(call).await?;
+    let outcome = inner.call(call).await?;
     if no_store {
-        return Ok(with_header(outcome, "miss"));
+        return Ok(outcome.with_header(CACHE_HEADER, "miss"));
     }
-    Ok(with_header(fill(cache, key, outcome), "miss"))
-}
-
-async fn lookup(cache: &ResponseCache, key: &str) -> Option<CachedReply> {
-    let bytes = cache.store.get(key.to_string()).await?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn store(cache: &Arc<ResponseCache>, key: String, entry: &CachedReply) {
-    let Ok(bytes) = serde_json::to_vec(entry) else { return };
-    if bytes.len() > cache.config.max_entry_bytes {
-        return;
-    }
-    let write = cache.store.put(key, bytes);
-    tokio::spawn(write);
+    Ok(fill(cache, key, outcome).with_header(CACHE_HEADER, "miss"))
 }
 
 /// Stores full answers now, and streams once they end complete (never when cut short).
-fn fill(cache: Arc<ResponseCache>, key: String, outcome: ChatOutcome) -> ChatOutcome {
-    let ChatOutcome { reply, headers } = outcome;
+fn fill<A: Api>(cache: Arc<ResponseCache>, key: String, outcome: Outcome<A>) -> Outcome<A> {
+    let Outcome { reply, headers } = outcome;
     let reply = match reply {
-        ChatReply::Full(response) => {
-            if let Some(entry) = CachedReply::from_full((*response).clone()) {
-                store(&cache, key, &entry);
-            }
-            ChatReply::Full(response)
+        Reply::Full(response) => {
+            cache.store(key, response.as_ref());
+            Reply::Full(response)
         }
-        ChatReply::Stream(stream) => ChatReply::Stream(collect_into(cache, key, stream)),
+        Reply::Stream(stream) => Reply::Stream(collect_into::<A>(stream, move |response| cache.store(key, &response))),
     };
-    ChatOutcome { reply, headers }
-}
-
-fn collect_into(cache: Arc<ResponseCache>, key: String, stream: crate::ChunkStream) -> crate::ChunkStream {
-    let mut collector = Some(Collector::default());
-    let items = stream.map(Some).chain(futures_util::stream::once(async { None }));
-    items
-        .filter_map(move |item| {
-            let out = match item {
-                Some(Ok(chunk)) => {
-                    if let Some(c) = collector.as_mut() {
-                        c.observe(&chunk);
-                    }
-                    Some(Ok(chunk))
-                }
-                Some(Err(error)) => {
-                    collector = None;
-                    Some(Err(error))
-                }
-                None => {
-                    if let Some(entry) = collector.take().and_then(Collector::finish) {
-                        store(&cache, key.clone(), &entry);
-                    }
-                    None
-                }
-            };
-            futures_util::future::ready(out)
-        })
-        .boxed()
+    Outcome { reply, headers }
 }
 
 #[cfg(test)]

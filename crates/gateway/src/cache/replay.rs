@@ -1,175 +1,80 @@
-//! What a cache entry holds, how a live reply is collected into one, and how an entry
-//! (or the static fallback) is replayed as a token-by-token stream with its usage chunk.
+//! What a cache entry holds (an endpoint's full response), how a live stream is folded
+//! into one, and how an entry or a static answer is replayed as a stream.
 
 use futures_util::StreamExt;
-use sconce_protocol::chat::{
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse, ChatDelta, Role,
-    CHAT_CHUNK_OBJECT, CHAT_OBJECT,
-};
-use sconce_protocol::Usage;
-use serde::{Deserialize, Serialize};
 
-use crate::{ChatReply, ChunkStream};
-
-/// A finished answer, with the text pieces each choice streamed in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CachedReply {
-    pub response: ChatCompletionResponse,
-    pub deltas: Vec<Vec<String>>,
-}
+use crate::api::{Api, Reply, ReplyStream};
+use crate::endpoint::ApiReply;
 
 /// Finish reasons of complete answers; anything else is never cached.
-fn is_complete(reason: Option<&str>) -> bool {
+fn is_complete_reason(reason: Option<&str>) -> bool {
     matches!(reason, Some("stop" | "length"))
 }
 
-impl CachedReply {
-    /// A full response, its text split after whitespace for replay.
-    pub fn from_full(response: ChatCompletionResponse) -> Option<Self> {
-        if response.choices.is_empty() || !response.choices.iter().all(|c| is_complete(c.finish_reason.as_deref())) {
-            return None;
-        }
-        let deltas = response.choices.iter().map(|c| split_pieces(&c.message.content)).collect();
-        Some(Self { response, deltas })
-    }
-
-    /// The response as a hit: usage marks the prompt as cached.
-    pub fn hit_response(&self) -> ChatCompletionResponse {
-        let mut response = self.response.clone();
-        response.usage.prompt_tokens_details.cached_tokens = response.usage.prompt_tokens;
-        response
-    }
-
-    /// Replays as chunks: role, one per piece, finish, then the usage chunk.
-    pub fn replay(&self) -> ChunkStream {
-        let response = self.hit_response();
-        let mut chunks = Vec::new();
-        let chunk = |choices: Vec<ChatChunkChoice>, usage: Option<Option<Usage>>| ChatCompletionChunk {
-            id: response.id.clone(),
-            object: CHAT_CHUNK_OBJECT.into(),
-            created: response.created,
-            model: response.model.clone(),
-            choices,
-            usage,
-        };
-        let choice = |index, role, content, finish_reason| ChatChunkChoice {
-            index,
-            delta: ChatDelta { role, content },
-            logprobs: None,
-            finish_reason,
-        };
-        for (index, pieces) in self.deltas.iter().enumerate() {
-            chunks.push(chunk(vec![choice(index, Some(Role::Assistant), Some(String::new()), None)], None));
-            for piece in pieces {
-                chunks.push(chunk(vec![choice(index, None, Some(piece.clone()), None)], None));
-            }
-            let finish = response.choices.get(index).and_then(|c| c.finish_reason.clone());
-            chunks.push(chunk(vec![choice(index, None, None, finish)], None));
-        }
-        chunks.push(chunk(Vec::new(), Some(Some(response.usage))));
-        futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed()
-    }
+/// Whether every choice ended on its own (not cut short or filtered).
+pub fn is_complete(response: &impl ApiReply) -> bool {
+    let reasons = response.finish_reasons();
+    !reasons.is_empty() && reasons.into_iter().all(is_complete_reason)
 }
 
-/// Splits after each whitespace run, so pieces look like tokens and join back exactly.
-pub fn split_pieces(text: &str) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut prev_space = false;
-    for (i, c) in text.char_indices() {
-        if !c.is_whitespace() && prev_space {
-            pieces.push(text[start..i].to_string());
-            start = i;
-        }
-        prev_space = c.is_whitespace();
+/// A stored answer as a hit for request `request_id`: its id, prompt tokens marked cached.
+pub fn hit<A: Api>(mut response: A::Response, request_id: &str, stream: bool) -> Reply<A> {
+    let id = format!("{}-{request_id}", id_prefix(response.id()));
+    response.set_id(id);
+    if let Some(usage) = response.usage_mut() {
+        usage.prompt_tokens_details.cached_tokens = usage.prompt_tokens;
     }
-    if start < text.len() {
-        pieces.push(text[start..].to_string());
-    }
-    pieces
-}
-
-/// Accumulates a live stream; yields an entry only if it finished completely.
-#[derive(Default)]
-pub struct Collector {
-    head: Option<ChatCompletionChunk>,
-    texts: Vec<String>,
-    deltas: Vec<Vec<String>>,
-    finish: Vec<Option<String>>,
-    usage: Option<Usage>,
-}
-
-impl Collector {
-    pub fn observe(&mut self, chunk: &ChatCompletionChunk) {
-        if self.head.is_none() {
-            self.head = Some(ChatCompletionChunk { choices: Vec::new(), usage: None, ..chunk.clone() });
-        }
-        if let Some(Some(usage)) = chunk.usage {
-            self.usage = Some(usage);
-        }
-        for choice in &chunk.choices {
-            let i = choice.index;
-            if self.texts.len() <= i {
-                self.texts.resize(i + 1, String::new());
-                self.deltas.resize(i + 1, Vec::new());
-                self.finish.resize(i + 1, None);
-            }
-            if let Some(content) = choice.delta.content.as_deref().filter(|c| !c.is_empty()) {
-                self.texts[i].push_str(content);
-                self.deltas[i].push(content.to_string());
-            }
-            if choice.finish_reason.is_some() {
-                self.finish[i].clone_from(&choice.finish_reason);
-            }
-        }
-    }
-
-    pub fn finish(self) -> Option<CachedReply> {
-        let head = self.head?;
-        let usage = self.usage?;
-        if self.texts.is_empty() || !self.finish.iter().all(|f| is_complete(f.as_deref())) {
-            return None;
-        }
-        let choices = self.texts.into_iter().zip(self.finish).enumerate();
-        let choices = choices
-            .map(|(index, (content, finish_reason))| ChatChoice {
-                index,
-                message: AssistantMessage { role: Role::Assistant, content },
-                logprobs: None,
-                finish_reason,
-            })
-            .collect();
-        let response = ChatCompletionResponse {
-            id: head.id,
-            object: CHAT_OBJECT.into(),
-            created: head.created,
-            model: head.model,
-            choices,
-            usage,
-        };
-        Some(CachedReply { response, deltas: self.deltas })
-    }
+    replayed::<A>(response, stream)
 }
 
 /// The configured last-resort answer, as a full reply or a stream.
-pub fn static_reply(model: &str, text: &str, stream: bool) -> ChatReply {
-    let response = ChatCompletionResponse {
-        id: format!("chatcmpl-static-{}", crate::cache::now_millis()),
-        object: CHAT_OBJECT.into(),
-        created: crate::cache::now_millis() / 1000,
-        model: model.into(),
-        choices: vec![ChatChoice {
-            index: 0,
-            message: AssistantMessage { role: Role::Assistant, content: text.into() },
-            logprobs: None,
-            finish_reason: Some("stop".into()),
-        }],
-        usage: Usage::new(0, 0, 0),
-    };
-    let cached = CachedReply { deltas: vec![split_pieces(text)], response };
+pub fn static_reply<A: Api>(id: String, model: &str, text: &str, stream: bool) -> Reply<A> {
+    replayed::<A>(A::text_response(id, model, text), stream)
+}
+
+fn replayed<A: Api>(response: A::Response, stream: bool) -> Reply<A> {
     if stream {
-        ChatReply::Stream(cached.replay())
+        Reply::Stream(futures_util::stream::iter(A::replay(&response).into_iter().map(Ok)).boxed())
     } else {
-        ChatReply::Full(Box::new(cached.response))
+        Reply::Full(Box::new(response))
     }
+}
+
+/// The id's endpoint prefix: `chatcmpl` of `chatcmpl-…`.
+fn id_prefix(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(prefix, _)| prefix)
+}
+
+/// Passes the chunks on and keeps them; once the stream ends without an error, hands
+/// the folded response to `complete`.
+pub fn collect_into<A: Api>(
+    stream: ReplyStream<A::Chunk>,
+    complete: impl FnOnce(A::Response) + Send + 'static,
+) -> ReplyStream<A::Chunk> {
+    let mut kept = Some(Vec::new());
+    let mut complete = Some(complete);
+    let items = stream.map(Some).chain(futures_util::stream::once(async { None }));
+    items
+        .filter_map(move |item| {
+            let out = match item {
+                Some(Ok(chunk)) => {
+                    if let Some(chunks) = kept.as_mut() {
+                        chunks.push(chunk.clone());
+                    }
+                    Some(Ok(chunk))
+                }
+                Some(Err(error)) => {
+                    kept = None;
+                    Some(Err(error))
+                }
+                None => {
+                    if let (Some(response), Some(complete)) = (kept.take().and_then(A::fold), complete.take()) {
+                        complete(response);
+                    }
+                    None
+                }
+            };
+            futures_util::future::ready(out)
+        })
+        .boxed()
 }

@@ -50,8 +50,9 @@ pub struct RedisStore {
 const REDIS_DEADLINE: Duration = Duration::from_millis(500);
 
 impl RedisStore {
-    pub fn new(url: &str, ttl: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url `{url}`: {e}"))?;
+    pub fn new(url: &str, ttl: Duration) -> Result<Self, crate::GatewayError> {
+        let client =
+            redis::Client::open(url).map_err(|e| crate::GatewayError::config(format!("redis url `{url}`: {e}")))?;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         Ok(Self { client, conn: Arc::default(), ttl_ms })
     }

@@ -1,47 +1,48 @@
-//! Guardrails as a stage: checks prompts before the inner backend, and generated text
-//! after it, token by token on streams.
+//! Guardrails as a stage: checks prompts before the inner stages, and generated text
+//! after them, token by token on streams. A block on a stream cancels generation.
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use sconce_protocol::chat::{ChatCompletionChunk, MessageContent};
 use sconce_protocol::ApiError;
+use tokio_util::sync::CancellationToken;
 
 use super::metrics::GuardMetrics;
 use super::{Action, Guardrails, OutputGuard, Policy, StreamStep};
-use crate::{ChatBackend, ChatCall, ChatReply, ChatResult, ChunkStream, Layer, Marks, SharedBackend};
+use crate::api::{Api, Backend, Call, CallResult, Failure, Reply, ReplyStream, Service};
+use crate::endpoint::{ApiReply, ApiRequest};
 
-pub struct GuardLayer {
+pub const GUARDRAILS_HEADER: &str = "x-sconce-guardrails";
+const CONTENT_FILTER: &str = "content_filter";
+
+/// The compiled policies and their metrics, shared by every endpoint's guard.
+pub struct GuardStage {
     pub guardrails: Arc<Guardrails>,
     pub metrics: Option<GuardMetrics>,
 }
 
-impl Layer for GuardLayer {
-    fn layer(&self, inner: SharedBackend) -> SharedBackend {
-        Arc::new(Guarded { guardrails: self.guardrails.clone(), metrics: self.metrics.clone(), inner })
+/// The guard stage over one endpoint's inner stages.
+pub struct Guarded<A: Api> {
+    stage: Arc<GuardStage>,
+    inner: Service<A>,
+}
+
+impl<A: Api> Guarded<A> {
+    pub fn new(stage: Arc<GuardStage>, inner: Service<A>) -> Self {
+        Self { stage, inner }
     }
 }
 
-struct Guarded {
-    guardrails: Arc<Guardrails>,
-    metrics: Option<GuardMetrics>,
-    inner: SharedBackend,
-}
-
-impl ChatBackend for Guarded {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+impl<A: Api> Backend<A> for Guarded<A> {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
         let principal = &call.ctx.principal;
         let key = (!principal.key_id.is_empty()).then_some(principal.key_id.as_str());
         let team = (!principal.team.is_empty()).then_some(principal.team.as_str());
-        let policy = self.guardrails.policy_for(key, team);
-        let (inner, metrics) = (self.inner.clone(), self.metrics.clone());
-        Box::pin(async move {
-            match policy {
-                None => inner.chat(call).await,
-                Some(policy) => guarded_chat(policy, metrics, inner, call).await,
-            }
-        })
+        let Some(policy) = self.stage.guardrails.policy_for(key, team) else {
+            return self.inner.call(call);
+        };
+        Box::pin(guarded_call(policy, self.stage.metrics.clone(), self.inner.clone(), call))
     }
 }
 
@@ -54,56 +55,49 @@ fn ran_header(policy: &Policy) -> String {
     all.join(",")
 }
 
-/// A 400 naming the checks that fired.
-pub fn policy_violation(checks: &[&'static str]) -> ApiError {
+/// A 400 naming the checks that fired and the field that held the text.
+pub fn policy_violation(checks: &[&'static str], param: &str) -> ApiError {
     ApiError::invalid_request(format!("the request was blocked by guardrails: {}", checks.join(", ")))
         .with_code("content_policy_violation")
-        .with_param("messages")
+        .with_param(param)
 }
 
-async fn guarded_chat(
+async fn guarded_call<A: Api>(
     policy: Arc<Policy>,
     metrics: Option<GuardMetrics>,
-    inner: SharedBackend,
-    mut call: ChatCall,
-) -> ChatResult {
-    let header = ("x-sconce-guardrails", ran_header(&policy));
-    if let Err(error) = check_messages(&policy, metrics.as_ref(), &mut call) {
-        return Err(crate::ChatFailure { error, headers: vec![header] });
+    inner: Service<A>,
+    mut call: Call<A>,
+) -> CallResult<A> {
+    let header = (GUARDRAILS_HEADER, ran_header(&policy));
+    if let Err(error) = check_prompt(&policy, metrics.as_ref(), &mut call.request) {
+        return Err(Failure { error, headers: vec![header] });
     }
-    let marks = call.ctx.marks.clone();
-    let mut outcome = inner.chat(call).await?;
+    let cancel = call.ctx.cancel.clone();
+    let mut outcome = inner.call(call).await?;
     outcome.reply = match outcome.reply {
-        ChatReply::Full(mut response) => {
-            for choice in &mut response.choices {
-                let verdict = policy.check_output(&choice.message.content);
-                if let Some(m) = &metrics {
-                    m.record("output", &verdict.triggered);
-                }
-                if verdict.is_blocked() {
-                    choice.message.content.clear();
-                    choice.finish_reason = Some("content_filter".into());
-                } else if let Some(masked) = verdict.masked {
-                    choice.message.content = masked;
-                }
-            }
-            ChatReply::Full(response)
+        Reply::Full(mut response) => {
+            check_full(&policy, metrics.as_ref(), response.as_mut());
+            Reply::Full(response)
         }
-        ChatReply::Stream(stream) if policy.output_checks().is_empty() => ChatReply::Stream(stream),
-        ChatReply::Stream(stream) => ChatReply::Stream(guard_stream(policy, metrics, marks, stream)),
+        Reply::Stream(stream) if policy.output_checks().is_empty() => Reply::Stream(stream),
+        Reply::Stream(stream) => Reply::Stream(guard_stream(policy, metrics, cancel, stream)),
     };
     outcome.headers.push(header);
     Ok(outcome)
 }
 
-/// Runs input checks on every message; masks in place or refuses.
-fn check_messages(policy: &Policy, metrics: Option<&GuardMetrics>, call: &mut ChatCall) -> Result<(), ApiError> {
+/// Runs input checks on every prompt text; masks in place or refuses.
+fn check_prompt<R: ApiRequest>(
+    policy: &Policy,
+    metrics: Option<&GuardMetrics>,
+    request: &mut R,
+) -> Result<(), ApiError> {
     if policy.input_checks().is_empty() {
         return Ok(());
     }
     let mut blocked = Vec::new();
-    for message in &mut call.request.messages {
-        let verdict = policy.check_input(&message.text()?);
+    request.visit_prompt_texts(&mut |text| {
+        let verdict = policy.check_input(text);
         if let Some(m) = metrics {
             m.record("input", &verdict.triggered);
         }
@@ -113,22 +107,38 @@ fn check_messages(policy: &Policy, metrics: Option<&GuardMetrics>, call: &mut Ch
             }
         }
         if let Some(masked) = verdict.masked {
-            message.content = Some(MessageContent::Text(masked));
+            *text = masked;
         }
-    }
+    })?;
     if blocked.is_empty() {
         Ok(())
     } else {
-        Err(policy_violation(&blocked))
+        Err(policy_violation(&blocked, R::PROMPT_PARAM))
     }
 }
 
-/// Per-choice output guards over a chunk stream; a block ends it with `content_filter`,
-/// then only the usage chunk still passes.
+/// Output checks on each choice of a whole reply.
+fn check_full(policy: &Policy, metrics: Option<&GuardMetrics>, response: &mut impl ApiReply) {
+    for mut choice in response.texts_mut() {
+        let verdict = policy.check_output(choice.text.as_str());
+        if let Some(m) = metrics {
+            m.record("output", &verdict.triggered);
+        }
+        if verdict.is_blocked() {
+            choice.text.clear();
+            *choice.finish_reason = Some(CONTENT_FILTER.into());
+        } else if let Some(masked) = verdict.masked {
+            choice.text.set(masked);
+        }
+    }
+}
+
+/// Per-choice output guards over a chunk stream. A block ends the choice with
+/// `content_filter` and cancels generation; then only the usage chunk still passes.
 struct StreamGuard {
     policy: Arc<Policy>,
     metrics: Option<GuardMetrics>,
-    marks: Arc<Marks>,
+    cancel: CancellationToken,
     guards: Vec<OutputGuard>,
     done: bool,
 }
@@ -142,44 +152,39 @@ impl StreamGuard {
     }
 
     /// The chunk as it may be sent, or None when it carries nothing any more.
-    fn apply(&mut self, mut chunk: ChatCompletionChunk) -> Option<ChatCompletionChunk> {
-        for choice in &mut chunk.choices {
+    fn apply<C: ApiReply>(&mut self, mut chunk: C) -> Option<C> {
+        let mut blocked = false;
+        for mut choice in chunk.texts_mut() {
             let guard = self.guard(choice.index);
             let mut step = StreamStep::Emit(String::new());
-            for lp in choice.logprobs.iter().flat_map(|l| l.content.iter()) {
-                if let Some(blocked) = guard.push_logprob(lp.logprob) {
-                    step = blocked;
+            for &logprob in &choice.logprobs {
+                if let Some(stop) = guard.push_logprob(logprob) {
+                    step = stop;
                 }
             }
             if matches!(step, StreamStep::Emit(_)) {
-                step = guard.push(choice.delta.content.as_deref().unwrap_or(""));
+                step = guard.push(choice.text.as_str());
             }
             if choice.finish_reason.is_some() {
                 step = merge(step, guard.finish());
             }
             match step {
-                StreamStep::Emit(text) => {
-                    choice.delta.content = (!text.is_empty() || choice.delta.role.is_some()).then_some(text);
-                }
+                StreamStep::Emit(text) => choice.text.set(text),
                 StreamStep::Blocked(_) => {
-                    choice.delta.content = None;
-                    choice.finish_reason = Some("content_filter".into());
-                    self.done = true;
+                    choice.text.clear();
+                    *choice.finish_reason = Some(CONTENT_FILTER.into());
+                    blocked = true;
                 }
             }
         }
-        if self.done {
-            self.marks.request_stop();
+        if blocked {
+            self.done = true;
+            self.cancel.cancel();
             self.record();
-            chunk.choices.retain(|c| c.finish_reason.as_deref() == Some("content_filter"));
+            chunk.retain_choices(&mut |finish| finish == Some(CONTENT_FILTER));
             return Some(chunk);
         }
-        let useful = chunk.choices.is_empty()
-            || chunk
-                .choices
-                .iter()
-                .any(|c| c.delta.content.is_some() || c.delta.role.is_some() || c.finish_reason.is_some());
-        useful.then_some(chunk)
+        (!chunk.carries_nothing()).then_some(chunk)
     }
 
     fn record(&self) {
@@ -201,17 +206,17 @@ fn merge(first: StreamStep, second: StreamStep) -> StreamStep {
     }
 }
 
-fn guard_stream(
+fn guard_stream<C: ApiReply>(
     policy: Arc<Policy>,
     metrics: Option<GuardMetrics>,
-    marks: Arc<Marks>,
-    stream: ChunkStream,
-) -> ChunkStream {
-    let mut state = StreamGuard { policy, metrics, marks, guards: Vec::new(), done: false };
+    cancel: CancellationToken,
+    stream: ReplyStream<C>,
+) -> ReplyStream<C> {
+    let mut state = StreamGuard { policy, metrics, cancel, guards: Vec::new(), done: false };
     stream
         .filter_map(move |item| {
             let out = match item {
-                Ok(chunk) if state.done => is_usage(&chunk).then_some(Ok(chunk)),
+                Ok(chunk) if state.done => chunk.is_usage_only().then_some(Ok(chunk)),
                 Err(_) if state.done => None,
                 Ok(chunk) => state.apply(chunk).map(Ok),
                 Err(error) => Some(Err(error)),
@@ -219,9 +224,4 @@ fn guard_stream(
             futures_util::future::ready(out)
         })
         .boxed()
-}
-
-/// The closing usage chunk: no choices, usage set.
-fn is_usage(chunk: &ChatCompletionChunk) -> bool {
-    chunk.choices.is_empty() && matches!(chunk.usage, Some(Some(_)))
 }

@@ -13,7 +13,7 @@ mod stream;
 use std::sync::{Arc, OnceLock};
 
 pub use config::{Action, GuardrailsConfig, PolicyConfig};
-pub use layer::{policy_violation, GuardLayer};
+pub use layer::{policy_violation, GuardStage, Guarded, GUARDRAILS_HEADER};
 pub use lexicon::Lexicon;
 pub use policy::{Policy, Verdict};
 pub use stream::{OutputGuard, StreamStep};
@@ -34,7 +34,7 @@ pub struct Finding {
 }
 
 /// Maps a configured name to its static check name; `PII` expands to every entity.
-pub fn check_names(name: &str) -> Result<Vec<&'static str>, String> {
+pub fn check_names(name: &str) -> Result<Vec<&'static str>, crate::GatewayError> {
     let upper = name.to_ascii_uppercase();
     if upper == "PII" {
         return Ok(pii::ALL.to_vec());
@@ -45,7 +45,7 @@ pub fn check_names(name: &str) -> Result<Vec<&'static str>, String> {
         .chain(known.iter())
         .find(|check| **check == upper)
         .map(|check| vec![*check])
-        .ok_or_else(|| format!("unknown guardrail check `{name}`"))
+        .ok_or_else(|| crate::GatewayError::config(format!("unknown guardrail check `{name}`")))
 }
 
 pub(crate) fn shared_pii() -> &'static pii::PiiDetectors {
@@ -65,7 +65,7 @@ pub struct Guardrails {
 }
 
 impl Guardrails {
-    pub fn new(config: &GuardrailsConfig) -> Result<Self, String> {
+    pub fn new(config: &GuardrailsConfig) -> Result<Self, crate::GatewayError> {
         let policies = config.policies.iter().map(|p| Policy::new(p).map(Arc::new)).collect::<Result<_, _>>()?;
         Ok(Self { policies })
     }

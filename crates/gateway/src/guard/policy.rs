@@ -42,7 +42,9 @@ pub struct Policy {
     toxicity: Lexicon,
 }
 
-fn compile_checks(map: &std::collections::BTreeMap<String, Action>) -> Result<Vec<(&'static str, Action)>, String> {
+fn compile_checks(
+    map: &std::collections::BTreeMap<String, Action>,
+) -> Result<Vec<(&'static str, Action)>, crate::GatewayError> {
     let mut checks = Vec::new();
     for (name, action) in map {
         for check in check_names(name)? {
@@ -61,11 +63,11 @@ fn toxicity_lexicon(config: &PolicyConfig) -> Lexicon {
 }
 
 impl Policy {
-    pub fn new(config: &PolicyConfig) -> Result<Self, String> {
+    pub fn new(config: &PolicyConfig) -> Result<Self, crate::GatewayError> {
         let patterns = config
             .blocked_patterns
             .iter()
-            .map(|p| Regex::new(p).map_err(|e| format!("blocked pattern `{p}`: {e}")))
+            .map(|p| Regex::new(p).map_err(|e| crate::GatewayError::config(format!("blocked pattern `{p}`: {e}"))))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             input: compile_checks(&config.input)?,

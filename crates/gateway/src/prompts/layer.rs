@@ -10,52 +10,62 @@ use sconce_protocol::ApiError;
 use serde_json::{Map, Value};
 
 use super::{PromptBook, PromptRegistry, PromptTag, PromptVersion, PROMPT_HEADER, PROMPT_LABEL_HEADER};
-use crate::policy::with_headers;
-use crate::{ChatBackend, ChatCall, ChatFailure, ChatResult, ExtraHeaders, Layer, SharedBackend};
+use crate::api::{with_headers, Api, Backend, Call, CallResult, ExtraHeaders, Failure, Service};
+use crate::context::CallContext;
+use crate::endpoint::ApiRequest;
 
-pub struct PromptLayer(pub Arc<PromptRegistry>);
+/// The prompt stage over one endpoint's inner stages (chat only: see `Stage::applies_to`).
+pub struct PromptStage<A: Api> {
+    registry: Arc<PromptRegistry>,
+    inner: Service<A>,
+}
 
-impl Layer for PromptLayer {
-    fn layer(&self, inner: SharedBackend) -> SharedBackend {
-        Arc::new(PromptStage { registry: self.0.clone(), inner })
+impl<A: Api> PromptStage<A> {
+    pub fn new(registry: Arc<PromptRegistry>, inner: Service<A>) -> Self {
+        Self { registry, inner }
     }
 }
 
-struct PromptStage {
-    registry: Arc<PromptRegistry>,
-    inner: SharedBackend,
-}
-
-impl ChatBackend for PromptStage {
-    fn chat(&self, mut call: ChatCall) -> BoxFuture<'static, ChatResult> {
-        let Some(reference) = call.request.prompt.take() else {
-            return self.inner.chat(call);
+impl<A: Api> Backend<A> for PromptStage<A> {
+    fn call(&self, mut call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        let Some(request) = call.request.as_chat_mut() else {
+            return self.inner.call(call);
         };
-        let headers = match apply_prompt(&self.registry.snapshot(), &reference, &mut call) {
+        let Some(reference) = request.prompt.take() else {
+            return self.inner.call(call);
+        };
+        let headers = match apply_prompt(&self.registry.snapshot(), &reference, request, &mut call.ctx) {
             Ok(tag) => tag_headers(&tag),
-            Err(error) => return Box::pin(std::future::ready(Err(ChatFailure::from(error)))),
+            Err(error) => return Box::pin(std::future::ready(Err(Failure::from(error)))),
         };
-        let reply = self.inner.chat(call);
+        let reply = self.inner.call(call);
         Box::pin(async move { with_headers(reply.await, headers) })
     }
 }
 
-/// Resolves and renders `reference` into `call`'s request; records the version in its marks.
-pub fn apply_prompt(book: &PromptBook, reference: &PromptRef, call: &mut ChatCall) -> Result<PromptTag, ApiError> {
-    let resolved = book.resolve(reference, sticky_id(call))?;
+/// Resolves and renders `reference` into `request`; the version goes into the context
+/// for the stages inside (the cache key) and into the journal for the ledger.
+pub fn apply_prompt(
+    book: &PromptBook,
+    reference: &PromptRef,
+    request: &mut ChatCompletionRequest,
+    ctx: &mut CallContext,
+) -> Result<PromptTag, ApiError> {
+    let resolved = book.resolve(reference, sticky_id(request, ctx))?;
     let rendered = resolved.prompt.render(&reference.variables)?;
     let version = &resolved.prompt.version;
-    let model = fill_in(&mut call.request, version, rendered)?;
+    let model = fill_in(request, version, rendered)?;
     let tag = PromptTag { name: version.name.clone(), version: version.version, label: resolved.label, model };
-    let _ = call.ctx.marks.prompt.set(tag.clone());
+    let _ = ctx.journal.prompt.set(tag.clone());
+    ctx.prompt = Some(tag.clone());
     Ok(tag)
 }
 
 /// Who an experiment keeps on one version: the `user` field, else the key, else the request.
-fn sticky_id(call: &ChatCall) -> &str {
-    let user = call.request.sampling.user.as_deref().filter(|user| !user.is_empty());
-    let key = Some(call.ctx.principal.key_id.as_str()).filter(|key| !key.is_empty());
-    user.or(key).unwrap_or(&call.ctx.request_id)
+fn sticky_id<'a>(request: &'a ChatCompletionRequest, ctx: &'a CallContext) -> &'a str {
+    let user = request.sampling.user.as_deref().filter(|user| !user.is_empty());
+    let key = Some(ctx.principal.key_id.as_str()).filter(|key| !key.is_empty());
+    user.or(key).unwrap_or(&ctx.request_id)
 }
 
 fn tag_headers(tag: &PromptTag) -> ExtraHeaders {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use book::{PromptBook, Resolved};
-pub use layer::PromptLayer;
+pub use layer::PromptStage;
 pub use registry::PromptRegistry;
 pub use split::Split;
 

@@ -1,15 +1,16 @@
-//! A remote OpenAI-compatible upstream (another Sconce, vLLM, ...) as a `ChatBackend`.
+//! A remote OpenAI-compatible upstream (another Sconce, vLLM, ...) for every endpoint.
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
-use sconce_protocol::chat::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse};
 use sconce_protocol::common::StreamOptions;
 use sconce_protocol::error::ErrorEnvelope;
 use sconce_protocol::ApiError;
 
-use crate::{ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, ChunkStream};
+use crate::api::{Api, Backend, Call, CallResult, Outcome, Reply, ReplyStream};
+use crate::endpoint::{ApiReply, ApiRequest};
+use crate::error::{known_upstream_code, GatewayError};
 
 /// `base_url` ends in `/v1`; `model` is the upstream's name for it.
 pub struct RemoteBackend {
@@ -29,74 +30,62 @@ impl RemoteBackend {
         &self.base_url
     }
 
-    fn prepare(&self, mut request: ChatCompletionRequest) -> ChatCompletionRequest {
+    /// The upstream's model name; streams always ask for the usage chunk (for metering).
+    fn prepare<R: ApiRequest>(&self, mut request: R) -> R {
         if let Some(model) = &self.model {
-            request.model = Some(model.clone());
+            request.set_model(model.clone());
         }
-        if request.sampling.is_stream() {
-            request.sampling.stream_options = Some(StreamOptions { include_usage: true });
+        if request.is_stream() {
+            request.sampling_mut().stream_options = Some(StreamOptions { include_usage: true });
         }
         request
     }
 }
 
-impl ChatBackend for RemoteBackend {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
+/// Every endpoint, at the same path under the upstream's `/v1`; the request id travels along.
+impl<A: Api> Backend<A> for RemoteBackend {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
         let request = self.prepare(call.request);
-        let mut builder = self.client.post(format!("{}/chat/completions", self.base_url)).json(&request);
+        let mut builder = self.client.post(format!("{}{}", self.base_url, A::PATH)).json(&request);
+        builder = builder.header("x-request-id", call.ctx.request_id.as_str());
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
         Box::pin(async move {
-            let response = builder.send().await.map_err(transport_error)?;
+            let response = builder.send().await.map_err(GatewayError::Transport)?;
             if !response.status().is_success() {
                 return Err(upstream_error(response).await.into());
             }
-            let reply = if request.sampling.is_stream() {
-                ChatReply::Stream(sse_chunks(response))
+            let reply = if request.is_stream() {
+                Reply::Stream(sse_chunks::<A::Chunk>(response))
             } else {
-                let body: ChatCompletionResponse = response.json().await.map_err(transport_error)?;
-                ChatReply::Full(Box::new(body))
+                let body: A::Response = response.json().await.map_err(GatewayError::Transport)?;
+                Reply::Full(Box::new(body))
             };
-            Ok(ChatOutcome::new(reply))
+            Ok(Outcome::new(reply))
         })
     }
 }
 
-/// Connect errors and timeouts: 502/504, both retryable.
-pub fn transport_error(error: reqwest::Error) -> ApiError {
-    let status = if error.is_timeout() { 504 } else { 502 };
-    ApiError {
-        status,
-        kind: "upstream_error",
-        message: format!("upstream unreachable: {error}"),
-        param: None,
-        code: Some("upstream_unavailable"),
-    }
-}
-
-const KNOWN_CODES: &[&str] =
-    &["context_length_exceeded", "content_policy_violation", "model_not_found", "overloaded", "rate_limit_exceeded"];
-
-async fn upstream_error(response: reqwest::Response) -> ApiError {
+async fn upstream_error(response: reqwest::Response) -> GatewayError {
     let status = response.status().as_u16();
     let envelope: Option<ErrorEnvelope> = response.json().await.ok();
     let (message, code) =
         envelope.map_or((format!("upstream answered {status}"), None), |e| (e.error.message, e.error.code));
-    let code = code.and_then(|c| KNOWN_CODES.iter().find(|k| **k == c).copied());
-    let kind = if status == 429 {
-        "rate_limit_error"
-    } else if status >= 500 {
-        "upstream_error"
-    } else {
-        "invalid_request_error"
-    };
-    ApiError { status, kind, message, param: None, code }
+    GatewayError::Upstream { status, message, code: code.as_deref().and_then(known_upstream_code) }
 }
 
-fn sse_chunks(response: reqwest::Response) -> ChunkStream {
+/// An SSE line's payload: a chunk, the end, or nothing (comments, blank lines).
+enum SseLine<C> {
+    Chunk(C),
+    Done,
+    Skip,
+}
+
+fn sse_chunks<C: ApiReply>(response: reqwest::Response) -> ReplyStream<C> {
     let mut buffer = String::new();
-    let lines = response.bytes_stream().map_err(transport_error).map_ok(move |bytes| {
+    let transport = |error| ApiError::from(GatewayError::Transport(error));
+    let lines = response.bytes_stream().map_err(transport).map_ok(move |bytes| {
         buffer.push_str(&String::from_utf8_lossy(&bytes));
         let mut out = Vec::new();
         while let Some(end) = buffer.find('\n') {
@@ -107,32 +96,26 @@ fn sse_chunks(response: reqwest::Response) -> ChunkStream {
     });
     lines
         .try_flatten()
-        .try_filter_map(|line| async move { parse_sse_line(line.trim()) })
-        .take_while(|item| futures_util::future::ready(!matches!(item, Err(e) if e.code == Some("done"))))
+        .and_then(|line| async move { parse_sse_line::<C>(line.trim()) })
+        .take_while(|item| futures_util::future::ready(!matches!(item, Ok(SseLine::Done))))
+        .try_filter_map(|line| async move {
+            Ok(match line {
+                SseLine::Chunk(chunk) => Some(chunk),
+                SseLine::Done | SseLine::Skip => None,
+            })
+        })
         .boxed()
 }
 
-fn parse_sse_line(line: &str) -> Result<Option<ChatCompletionChunk>, ApiError> {
-    let Some(data) = line.strip_prefix("data:").map(str::trim) else { return Ok(None) };
+fn parse_sse_line<C: ApiReply>(line: &str) -> Result<SseLine<C>, ApiError> {
+    let Some(data) = line.strip_prefix("data:").map(str::trim) else { return Ok(SseLine::Skip) };
     if data == "[DONE]" {
-        return Err(ApiError::internal("end of stream").with_code("done"));
+        return Ok(SseLine::Done);
     }
     if let Ok(envelope) = serde_json::from_str::<ErrorEnvelope>(data) {
-        return Err(ApiError {
-            status: 502,
-            kind: "upstream_error",
-            message: envelope.error.message,
-            param: None,
-            code: None,
-        });
+        return Err(GatewayError::Upstream { status: 502, message: envelope.error.message, code: None }.into());
     }
-    serde_json::from_str(data).map(Some).map_err(|e| ApiError {
-        status: 502,
-        kind: "upstream_error",
-        message: format!("bad upstream chunk: {e}"),
-        param: None,
-        code: None,
-    })
+    serde_json::from_str(data).map(SseLine::Chunk).map_err(|e| GatewayError::BadUpstreamReply(e.to_string()).into())
 }
 
 #[cfg(test)]

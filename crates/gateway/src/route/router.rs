@@ -1,4 +1,4 @@
-//! The router: a `ChatBackend` that resolves aliases and `auto`, picks a deployment in
+//! The router: an upstream that resolves aliases and `auto`, picks a deployment in
 //! the group, retries, falls back by cause, and keeps a breaker per deployment.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use sconce_protocol::ApiError;
+
+use crate::api::{reply_id, Api, Backend, Call, CallResult, Outcome, Reply, Upstream};
+use crate::endpoint::ApiRequest;
+use crate::error::GatewayError;
 
 use super::auto::AutoFacts;
 use super::balance::{order, Load, Strategy};
@@ -19,12 +23,11 @@ use super::poll::{spawn_pollers, PollTarget};
 use super::remote::RemoteBackend;
 use super::retry::Cause;
 use crate::cache::replay::static_reply;
-use crate::{ChatBackend, ChatCall, ChatOutcome, ChatReply, ChatResult, SharedBackend};
 
 pub struct Deployment {
     pub name: String,
     model: String,
-    backend: SharedBackend,
+    backend: Arc<dyn Upstream>,
     pub breaker: CircuitBreaker,
     pub load: Arc<Load>,
     timeout: Duration,
@@ -44,7 +47,7 @@ struct Inner {
     groups: BTreeMap<String, Group>,
     metrics: Option<RouteMetrics>,
     /// Answers names that are no group or alias (the local engine's own names).
-    passthrough: OnceLock<SharedBackend>,
+    passthrough: OnceLock<Arc<dyn Upstream>>,
 }
 
 /// Cheap to clone.
@@ -58,13 +61,14 @@ pub fn build_deployment(
     config: &RoutingConfig,
     group: &str,
     dep: &DeploymentConfig,
-    local: &dyn Fn(&DeploymentConfig) -> Option<SharedBackend>,
-) -> Result<Deployment, String> {
+    local: &dyn Fn(&DeploymentConfig) -> Option<Arc<dyn Upstream>>,
+) -> Result<Deployment, GatewayError> {
     let model = dep.model.clone().unwrap_or_else(|| group.to_string());
     let connect = Duration::from_secs_f64(config.connect_timeout_secs.max(0.001));
-    let backend: SharedBackend = match &dep.url {
+    let backend: Arc<dyn Upstream> = match &dep.url {
         Some(url) => Arc::new(RemoteBackend::new(url, dep.api_key.clone(), Some(model.clone()), connect)),
-        None => local(dep).ok_or_else(|| format!("deployment `{}`: no local model `{model}`", dep.name))?,
+        None => local(dep)
+            .ok_or_else(|| GatewayError::config(format!("deployment `{}`: no local model `{model}`", dep.name)))?,
     };
     Ok(Deployment {
         name: dep.display_name(group),
@@ -80,9 +84,9 @@ pub fn build_deployment(
 impl Router {
     pub fn new(
         config: RoutingConfig,
-        local: &dyn Fn(&DeploymentConfig) -> Option<SharedBackend>,
+        local: &dyn Fn(&DeploymentConfig) -> Option<Arc<dyn Upstream>>,
         metrics: Option<RouteMetrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, GatewayError> {
         let mut deployments = Vec::new();
         let mut groups = BTreeMap::new();
         for group in &config.groups {
@@ -100,7 +104,7 @@ impl Router {
     }
 
     /// Sends names that are no group or alias to `backend` (which refuses those it lacks).
-    pub fn pass_unknown_names_to(&self, backend: SharedBackend) {
+    pub fn pass_unknown_names_to(&self, backend: Arc<dyn Upstream>) {
         let _ = self.inner.passthrough.set(backend);
     }
 
@@ -169,16 +173,16 @@ impl Inner {
     }
 }
 
-impl ChatBackend for Router {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
-        let inner = self.inner.clone();
-        Box::pin(async move { route(inner, call).await })
+impl<A: Api> Backend<A> for Router {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        let (inner, journal) = (self.inner.clone(), call.ctx.journal.clone());
+        crate::telemetry::time_stage("route", &journal, || Box::pin(route(inner, call)))
     }
 }
 
-async fn route(inner: Arc<Inner>, call: ChatCall) -> ChatResult {
-    let facts = prompt_facts(&call);
-    let first = match inner.resolve(call.request.model.as_deref(), &facts, call.ctx.hints.tier.as_deref()) {
+async fn route<A: Api>(inner: Arc<Inner>, call: Call<A>) -> CallResult<A> {
+    let facts = AutoFacts::from_text(&call.request.prompt_text(), call.request.max_tokens());
+    let first = match inner.resolve(call.request.model(), &facts, call.ctx.hints.tier.as_deref()) {
         Ok(group) => group,
         Err(error) => return pass_through(&inner, call, error).await,
     };
@@ -191,11 +195,10 @@ async fn route(inner: Arc<Inner>, call: ChatCall) -> ChatResult {
         }
         tried.push(group.clone());
         match try_group(&inner, &group, &call).await {
-            Ok((mut outcome, dep)) => {
-                outcome.headers.push(("x-sconce-model", group));
-                outcome.headers.push(("x-sconce-deployment", dep));
-                outcome.headers.push(("x-sconce-attempted-fallbacks", (tried.len() - 1).to_string()));
-                return Ok(outcome);
+            Ok((outcome, dep)) => {
+                let fallbacks = (tried.len() - 1).to_string();
+                let outcome = outcome.with_header("x-sconce-model", group).with_header("x-sconce-deployment", dep);
+                return Ok(outcome.with_header("x-sconce-attempted-fallbacks", fallbacks));
             }
             Err(error) => {
                 let cause = Cause::of(&error);
@@ -216,35 +219,27 @@ async fn route(inner: Arc<Inner>, call: ChatCall) -> ChatResult {
 }
 
 /// A name the routes lack goes to the passthrough backend as it is, when there is one.
-async fn pass_through(inner: &Inner, call: ChatCall, error: ApiError) -> ChatResult {
+async fn pass_through<A: Api>(inner: &Inner, call: Call<A>, error: ApiError) -> CallResult<A> {
     let Some(backend) = inner.passthrough.get().cloned() else { return Err(error.into()) };
-    let model = call.request.model.clone().unwrap_or_default();
-    let mut outcome = backend.chat(call).await?;
-    outcome.headers.push(("x-sconce-model", model));
-    outcome.headers.push(("x-sconce-deployment", "local".into()));
-    Ok(outcome)
+    let model = call.request.model().unwrap_or_default().to_string();
+    let outcome = A::select(backend).call(call).await?;
+    Ok(outcome.with_header("x-sconce-model", model).with_header("x-sconce-deployment", "local"))
 }
 
-fn last_resort(inner: &Inner, call: &ChatCall, last: Option<ApiError>, tried: usize) -> ChatResult {
+fn last_resort<A: Api>(inner: &Inner, call: &Call<A>, last: Option<ApiError>, tried: usize) -> CallResult<A> {
     let error = last.unwrap_or_else(|| ApiError::unavailable("no deployment could answer"));
     let (Some(text), Cause::Retryable) = (&inner.config.static_fallback, Cause::of(&error)) else {
         return Err(error.into());
     };
-    let model = call.request.model.clone().unwrap_or_default();
-    let mut outcome = ChatOutcome::new(static_reply(&model, text, call.request.sampling.is_stream()));
-    outcome.headers.push(("x-sconce-model", model));
-    outcome.headers.push(("x-sconce-deployment", "static-fallback".into()));
-    outcome.headers.push(("x-sconce-attempted-fallbacks", tried.to_string()));
-    Ok(outcome)
-}
-
-fn prompt_facts(call: &ChatCall) -> AutoFacts {
-    let text: String = call.request.messages.iter().filter_map(|m| m.text().ok()).collect::<Vec<_>>().join("\n");
-    AutoFacts::from_text(&text, call.request.max_tokens())
+    let model = call.request.model().unwrap_or_default().to_string();
+    let id = reply_id::<A>(&call.ctx.request_id);
+    let outcome = Outcome::new(static_reply::<A>(id, &model, text, call.request.is_stream()));
+    let outcome = outcome.with_header("x-sconce-model", model).with_header("x-sconce-deployment", "static-fallback");
+    Ok(outcome.with_header("x-sconce-attempted-fallbacks", tried.to_string()))
 }
 
 /// Tries the group's open deployments, best first, until one answers.
-async fn try_group(inner: &Inner, group: &str, call: &ChatCall) -> Result<(ChatOutcome, String), ApiError> {
+async fn try_group<A: Api>(inner: &Inner, group: &str, call: &Call<A>) -> Result<(Outcome<A>, String), ApiError> {
     let (members, strategy, kv_aware) = match inner.groups.get(group) {
         Some(plan) => (plan.members.as_slice(), plan.strategy, plan.kv_aware),
         None => (&[][..], inner.config.strategy, false),
@@ -270,14 +265,14 @@ async fn try_group(inner: &Inner, group: &str, call: &ChatCall) -> Result<(ChatO
 }
 
 /// One deployment, with retries on retryable failures before any token was sent.
-async fn attempt(inner: &Inner, dep: &Deployment, call: &ChatCall) -> Result<ChatOutcome, ApiError> {
+async fn attempt<A: Api>(inner: &Inner, dep: &Deployment, call: &Call<A>) -> Result<Outcome<A>, ApiError> {
     let retry = &inner.config.retry;
     let mut tries = 0;
     loop {
         let started = Instant::now();
         let result = match tokio::time::timeout(dep.timeout, call_once(dep, call)).await {
             Ok(result) => result,
-            Err(_) => Err(timeout_error(dep)),
+            Err(_) => Err(GatewayError::UpstreamTimeout { deployment: dep.name.clone(), after: dep.timeout }.into()),
         };
         let cause = result.as_ref().err().map(Cause::of);
         let failed = cause.is_some_and(Cause::is_deployment_failure);
@@ -298,36 +293,26 @@ async fn attempt(inner: &Inner, dep: &Deployment, call: &ChatCall) -> Result<Cha
     }
 }
 
-fn timeout_error(dep: &Deployment) -> ApiError {
-    ApiError {
-        status: 504,
-        kind: "upstream_error",
-        message: format!("deployment `{}` timed out after {:?}", dep.name, dep.timeout),
-        param: None,
-        code: Some("upstream_timeout"),
-    }
-}
-
 /// Calls the backend; a stream counts as answered once its first chunk arrives.
-async fn call_once(dep: &Deployment, call: &ChatCall) -> Result<ChatOutcome, ApiError> {
+async fn call_once<A: Api>(dep: &Deployment, call: &Call<A>) -> Result<Outcome<A>, ApiError> {
     let guard = dep.load.start();
     let mut request = call.request.clone();
-    request.model = Some(dep.model.clone());
-    let outcome = dep.backend.chat(ChatCall { request, ctx: call.ctx.clone() }).await.map_err(|f| f.error)?;
-    let ChatOutcome { reply, headers } = outcome;
+    request.set_model(dep.model.clone());
+    let next = Call { request, ctx: call.ctx.clone() };
+    let Outcome { reply, headers } = A::select(dep.backend.clone()).call(next).await.map_err(|f| f.error)?;
     let reply = match reply {
-        ChatReply::Full(response) => ChatReply::Full(response),
-        ChatReply::Stream(mut stream) => match stream.next().await {
+        Reply::Full(response) => Reply::Full(response),
+        Reply::Stream(mut stream) => match stream.next().await {
             Some(Ok(first)) => {
                 let rest = stream.map(move |item| {
                     let _held = &guard;
                     item
                 });
-                ChatReply::Stream(futures_util::stream::once(async { Ok(first) }).chain(rest).boxed())
+                Reply::Stream(futures_util::stream::once(async { Ok(first) }).chain(rest).boxed())
             }
             Some(Err(error)) => return Err(error),
             None => return Err(ApiError::unavailable("the upstream stream ended before its first chunk")),
         },
     };
-    Ok(ChatOutcome { reply, headers })
+    Ok(Outcome { reply, headers })
 }

@@ -11,11 +11,10 @@ use sconce_protocol::ApiError;
 use serde_json::json;
 
 use super::http::Caller;
-use super::GatewayHandle;
 use crate::http::{ApiJson, HttpError};
 use crate::state::AppState;
 
-pub(super) fn handle(state: &AppState) -> Result<&GatewayHandle, ApiError> {
+pub(super) fn gateway(state: &AppState) -> Result<&std::sync::Arc<sconce_gateway::Gateway>, ApiError> {
     state.gateway().ok_or_else(|| {
         ApiError::invalid_request("the gateway is off: set `[gateway] enabled = true`").with_code("gateway_disabled")
     })
@@ -34,12 +33,12 @@ pub async fn create_key(
     caller: Option<Extension<Caller>>,
     ApiJson(new): ApiJson<NewKey>,
 ) -> Result<Response, HttpError> {
-    let handle = handle(&state)?;
+    let gateway = gateway(&state)?;
     require_admin(&principal(caller))?;
     if new.alias.trim().is_empty() || new.team.trim().is_empty() {
         return Err(ApiError::invalid_request("`alias` and `team` must not be empty").into());
     }
-    let (secret, key) = handle.gateway.create_key(new).await.map_err(internal)?;
+    let (secret, key) = gateway.create_key(new).await.map_err(internal)?;
     let mut body = serde_json::to_value(&key).map_err(|e| ApiError::internal(e.to_string()))?;
     body["key"] = json!(secret);
     Ok(Json(body).into_response())
@@ -49,9 +48,9 @@ pub async fn list_keys(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
 ) -> Result<Response, HttpError> {
-    let handle = handle(&state)?;
+    let gateway = gateway(&state)?;
     require_admin(&principal(caller))?;
-    let keys = handle.gateway.list_keys().await.map_err(internal)?;
+    let keys = gateway.list_keys().await.map_err(internal)?;
     Ok(Json(json!({"object": "list", "data": keys})).into_response())
 }
 
@@ -60,9 +59,9 @@ pub async fn revoke_key(
     caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let handle = handle(&state)?;
+    let gateway = gateway(&state)?;
     require_admin(&principal(caller))?;
-    let revoked = handle.gateway.revoke_key(&id).await.map_err(internal)?;
+    let revoked = gateway.revoke_key(&id).await.map_err(internal)?;
     if revoked == 0 {
         return Err(ApiError::invalid_request(format!("no active key `{id}`")).with_code("key_not_found").into());
     }
@@ -74,7 +73,7 @@ pub async fn usage(
     caller: Option<Extension<Caller>>,
     Query(query): Query<UsageQuery>,
 ) -> Result<Response, HttpError> {
-    let handle = handle(&state)?;
-    let report = handle.gateway.usage(&query, &principal(caller)).await?;
+    let gateway = gateway(&state)?;
+    let report = gateway.usage(&query, &principal(caller)).await?;
     Ok(Json(report).into_response())
 }

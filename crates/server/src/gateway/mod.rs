@@ -1,27 +1,17 @@
-//! Wires the `sconce-gateway` ops layer into the server: the local engine as the
-//! innermost [`ChatBackend`], auth middleware, admin (keys, prompts) and usage routes.
+//! Turns the `sconce-gateway` stages on for the server: opening the gateway, the auth
+//! middleware, and the admin (keys, prompts) and usage routes.
 
 use std::sync::Arc;
 
-use sconce_gateway::ops::Gateway;
-use sconce_gateway::SharedBackend;
+use sconce_gateway::Gateway;
 
 use crate::state::AppState;
 
 pub mod admin;
 pub mod http;
-pub mod local;
 pub mod prompts;
-pub mod stages;
 
-/// The gateway and the stage stack built over the local engine.
-#[derive(Clone)]
-pub struct GatewayHandle {
-    pub gateway: Arc<Gateway>,
-    pub pipeline: SharedBackend,
-}
-
-/// Opens the gateway (when `[gateway] enabled`) and installs it on `state`.
+/// Opens the gateway (when `[gateway] enabled`) and installs its stages on `state`.
 pub async fn install(state: &AppState, config: &sconce_gateway::config::GatewayConfig) -> anyhow::Result<()> {
     if !config.enabled {
         return Ok(());
@@ -35,16 +25,15 @@ pub async fn install_with_admin(
     config: &sconce_gateway::config::GatewayConfig,
     admin_key: Option<String>,
 ) -> anyhow::Result<()> {
-    let gateway = Gateway::open(config.clone(), admin_key).await?;
+    let gateway: Arc<Gateway> = Gateway::open(config.clone(), admin_key).await?;
     if config.admin_key_env.is_some() && config.admin_key().is_none() {
         tracing::warn!(variable = ?config.admin_key_env, "the admin key variable is unset: admin endpoints are closed");
     }
-    let local: SharedBackend = Arc::new(local::LocalChat::new(state));
-    let registry = gateway.metrics.registry();
-    let inner = stages::innermost(config, local, registry).map_err(anyhow::Error::msg)?;
-    let pipeline = stages::push(gateway.stack(), config, registry).map_err(anyhow::Error::msg)?.build(inner);
-    tracing::info!(auth = gateway.auth.is_enabled(), database = %redacted(&config.resolved_database_url()), "gateway on");
-    state.set_gateway(GatewayHandle { gateway, pipeline });
+    state.set_gateway(gateway.clone())?;
+    let stages: Vec<&str> =
+        state.pipeline().stages(sconce_gateway::Endpoint::Chat).iter().map(|stage| stage.as_str()).collect();
+    let database = redacted(&config.resolved_database_url());
+    tracing::info!(auth = gateway.auth_enabled(), %database, stages = ?stages, "gateway on");
     Ok(())
 }
 

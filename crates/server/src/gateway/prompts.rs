@@ -11,7 +11,7 @@ use sconce_gateway::auth::require_admin;
 use sconce_gateway::prompts::{LabelSpec, NewPrompt, PromptRegistry};
 use serde_json::json;
 
-use super::admin::handle;
+use super::admin::gateway;
 use super::http::Caller;
 use crate::http::{ApiJson, HttpError};
 use crate::state::AppState;
@@ -24,10 +24,10 @@ impl FromRequestParts<AppState> for AdminRegistry {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let handle = handle(state)?;
+        let gateway = gateway(state)?;
         let principal = parts.extensions.get::<Caller>().map(|caller| caller.principal.clone()).unwrap_or_default();
         require_admin(&principal)?;
-        Ok(Self(handle.gateway.prompts.clone()))
+        Ok(Self(gateway.prompts().clone()))
     }
 }
 

@@ -39,7 +39,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpErro
         _ => String::new(),
     };
     let text = match state.gateway() {
-        Some(handle) => text + &handle.gateway.render_metrics().map_err(|e| ApiError::internal(e.to_string()))?,
+        Some(gateway) => text + &gateway.render_metrics().map_err(|e| ApiError::internal(e.to_string()))?,
         None => text,
     };
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())

@@ -35,8 +35,8 @@ fn routed_card(state: &AppState, name: ServedName) -> ModelCard {
 
 /// Every name the gateway's routing serves; empty with routing off.
 fn routed_cards(state: &AppState) -> Vec<ModelCard> {
-    let Some(handle) = state.gateway() else { return Vec::new() };
-    let names = handle.gateway.config.routing.served_names();
+    let Some(gateway) = state.gateway() else { return Vec::new() };
+    let names = gateway.served_names();
     names.into_iter().map(|name| routed_card(state, name)).collect()
 }
 

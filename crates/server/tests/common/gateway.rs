@@ -42,10 +42,9 @@ impl GatewayServer {
 
     /// Every ledger row once `count` are committed (cancelled streams land a little later).
     pub async fn rows(&self, count: usize) -> Vec<UsageRecord> {
-        let gateway = &self.state.gateway().unwrap().gateway;
+        let gateway = self.state.gateway().unwrap();
         for _ in 0..100 {
-            gateway.ledger.flush().await;
-            let rows = gateway.store.usage(0, i64::MAX, None).await.unwrap();
+            let rows = gateway.ledger_rows().await.unwrap();
             if rows.len() >= count {
                 return rows;
             }
@@ -55,7 +54,7 @@ impl GatewayServer {
     }
 
     pub async fn close(&self) {
-        self.state.gateway().unwrap().gateway.close().await;
+        self.state.gateway().unwrap().close().await;
     }
 }
 
