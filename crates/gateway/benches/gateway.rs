@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::future::BoxFuture;
 use sconce_gateway::cache::replay::static_reply;
-use sconce_gateway::cache::{CacheConfig, CacheLayer, ResponseCache};
+use sconce_gateway::cache::{CacheConfig, CachedStage, ResponseCache};
 use sconce_gateway::guard::{Action, Policy, PolicyConfig};
 use sconce_gateway::prompts::layer::apply_prompt;
 use sconce_gateway::prompts::store::LabelRow;
 use sconce_gateway::prompts::{PromptBook, PromptVersion};
 use sconce_gateway::route::{DeploymentConfig, GroupConfig, Router, RoutingConfig};
-use sconce_gateway::{CallContext, ChatBackend, ChatCall, ChatOutcome, ChatResult, Layer, Principal, SharedBackend};
+use sconce_gateway::{
+    reply_id, Api, ApiRequest, Backend, Call, CallContext, CallResult, Chat, Outcome, Principal, Service, Upstream,
+};
 
 /// Every input check on, each blocking.
 fn all_checks() -> Policy {
@@ -62,27 +64,27 @@ fn guard_bench(c: &mut Criterion) {
 
 struct Echo;
 
-impl ChatBackend for Echo {
-    fn chat(&self, call: ChatCall) -> BoxFuture<'static, ChatResult> {
-        let stream = call.request.sampling.is_stream();
-        Box::pin(async move { Ok(ChatOutcome::new(static_reply("m", "Hello there, friend.", stream))) })
+impl<A: Api> Backend<A> for Echo {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        let (id, stream) = (reply_id::<A>(&call.ctx.request_id), call.request.is_stream());
+        Box::pin(async move { Ok(Outcome::new(static_reply::<A>(id, "m", "Hello there, friend.", stream))) })
     }
 }
 
-fn call(model: &str) -> ChatCall {
+fn call(model: &str) -> Call<Chat> {
     let json = serde_json::json!({"model": model, "temperature": 0, "messages": [{"role": "user", "content": "hi"}]});
-    ChatCall { request: serde_json::from_value(json).unwrap(), ctx: CallContext::new("r", Principal::default()) }
+    Call { request: serde_json::from_value(json).unwrap(), ctx: CallContext::new("r", Principal::default()) }
 }
 
 fn cache_bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let cache = ResponseCache::new(CacheConfig { enabled: true, ..CacheConfig::default() }, None).unwrap();
-    let backend = CacheLayer(Arc::new(cache)).layer(Arc::new(Echo));
+    let backend: Service<Chat> = Arc::new(CachedStage::new(Arc::new(cache), Arc::new(Echo)));
     runtime.block_on(async {
-        backend.chat(call("m")).await.unwrap();
+        backend.call(call("m")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     });
-    c.bench_function("cache/hit_in_process", |b| b.iter(|| runtime.block_on(backend.chat(call("m"))).unwrap()));
+    c.bench_function("cache/hit_in_process", |b| b.iter(|| runtime.block_on(backend.call(call("m"))).unwrap()));
 }
 
 fn route_bench(c: &mut Criterion) {
@@ -90,10 +92,10 @@ fn route_bench(c: &mut Criterion) {
     let deployments = ["a", "b", "c"].map(|n| DeploymentConfig { name: n.into(), ..DeploymentConfig::default() });
     let mut config = RoutingConfig::default();
     config.groups.push(GroupConfig::new("g", deployments.to_vec()));
-    let local = |_: &DeploymentConfig| Some(Arc::new(Echo) as SharedBackend);
+    let local = |_: &DeploymentConfig| Some(Arc::new(Echo) as Arc<dyn Upstream>);
     let router = Router::new(config, &local, None).unwrap();
-    c.bench_function("route/direct_backend", |b| b.iter(|| runtime.block_on(Echo.chat(call("g"))).unwrap()));
-    c.bench_function("route/router_3_deployments", |b| b.iter(|| runtime.block_on(router.chat(call("g"))).unwrap()));
+    c.bench_function("route/direct_backend", |b| b.iter(|| runtime.block_on(Echo.call(call("g"))).unwrap()));
+    c.bench_function("route/router_3_deployments", |b| b.iter(|| runtime.block_on(router.call(call("g"))).unwrap()));
 }
 
 /// Two versions of a two-message prompt, `production` split 90/10 between them.
@@ -129,7 +131,7 @@ fn prompt_bench(c: &mut Criterion) {
     c.bench_function("prompt/resolve_experiment_and_render", |b| {
         b.iter(|| {
             let mut call = call("m");
-            apply_prompt(&book, std::hint::black_box(&reference), &mut call).unwrap()
+            apply_prompt(&book, std::hint::black_box(&reference), &mut call.request, &mut call.ctx).unwrap()
         })
     });
     c.bench_function("prompt/build_call_only", |b| b.iter(|| call("m")));

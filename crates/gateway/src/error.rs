@@ -38,7 +38,7 @@ pub enum GatewayError {
     #[error("bad upstream reply: {0}")]
     BadUpstreamReply(String),
     /// 500: the store or another part of the gateway failed.
-    #[error("{0}")]
+    #[error("{0:#}")]
     Internal(#[source] anyhow::Error),
 }
 

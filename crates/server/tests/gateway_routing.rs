@@ -417,9 +417,7 @@ async fn stub(name: &'static str, waiting: u32, kv_usage: f64) -> Stub {
         let body = text.lock().unwrap().clone();
         async move { body }
     };
-    let answer = move || async move {
-        axum::Json(Chat::text_response(format!("chatcmpl-{name}"), name, name))
-    };
+    let answer = move || async move { axum::Json(Chat::text_response(format!("chatcmpl-{name}"), name, name)) };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(scrape))
         .route("/v1/chat/completions", axum::routing::post(answer));

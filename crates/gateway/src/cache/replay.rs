@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 
-use crate::api::{Api, Reply, ReplyStream};
+use crate::api::{reply_id, Api, Reply, ReplyStream};
 use crate::endpoint::ApiReply;
 
 /// Finish reasons of complete answers; anything else is never cached.
@@ -19,8 +19,7 @@ pub fn is_complete(response: &impl ApiReply) -> bool {
 
 /// A stored answer as a hit for request `request_id`: its id, prompt tokens marked cached.
 pub fn hit<A: Api>(mut response: A::Response, request_id: &str, stream: bool) -> Reply<A> {
-    let id = format!("{}-{request_id}", id_prefix(response.id()));
-    response.set_id(id);
+    response.set_id(reply_id::<A>(request_id));
     if let Some(usage) = response.usage_mut() {
         usage.prompt_tokens_details.cached_tokens = usage.prompt_tokens;
     }
@@ -38,11 +37,6 @@ fn replayed<A: Api>(response: A::Response, stream: bool) -> Reply<A> {
     } else {
         Reply::Full(Box::new(response))
     }
-}
-
-/// The id's endpoint prefix: `chatcmpl` of `chatcmpl-…`.
-fn id_prefix(id: &str) -> &str {
-    id.split_once('-').map_or(id, |(prefix, _)| prefix)
 }
 
 /// Passes the chunks on and keeps them; once the stream ends without an error, hands

@@ -1,10 +1,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 
 use super::pii::{self, iban_valid, luhn_valid, PiiDetectors};
 use super::*;
+use crate::api::{reply_id, Api, Backend, Call, CallResult, Chat, Completions, Outcome, Reply, Service};
+use crate::endpoint::{ApiReply, ApiRequest};
+use crate::{CallContext, Principal};
 
 fn entities(entity: &'static str, text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -257,4 +264,138 @@ fn streamed_toxicity_is_masked_at_every_split() {
     let (sent, _) = run_stream(&mut guard, &refs);
     assert!(sent.iter().filter(|s| !s.is_empty()).count() > 3, "released as it flows");
     assert!(guard.triggered().contains(&(TOXICITY, Action::Mask)));
+}
+
+/// Answers `reply` on any endpoint (full, or replayed as chunks ending with the usage
+/// chunk) and notes each prompt it was sent. Its stream honours `ctx.cancel`: once the
+/// token is cancelled it sends no more text, only the usage chunk.
+struct Scripted {
+    reply: &'static str,
+    prompts: Mutex<Vec<String>>,
+    /// Chunks with text or a finish sent so far (the usage chunk not counted).
+    sent: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn new(reply: &'static str) -> Arc<Self> {
+        Arc::new(Self { reply, prompts: Mutex::default(), sent: Arc::default() })
+    }
+}
+
+impl<A: Api> Backend<A> for Scripted {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        self.prompts.lock().unwrap().push(call.request.prompt_text());
+        let response = A::text_response(reply_id::<A>(&call.ctx.request_id), "m", self.reply);
+        let reply = if call.request.is_stream() {
+            let mut chunks = A::replay(&response);
+            let usage = chunks.pop().unwrap();
+            let (cancel, sent) = (call.ctx.cancel.clone(), self.sent.clone());
+            let body = futures_util::stream::iter(chunks)
+                .take_while(move |_| std::future::ready(!cancel.is_cancelled()))
+                .inspect(move |_| {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                });
+            Reply::Stream(body.chain(futures_util::stream::once(async { usage })).map(Ok).boxed())
+        } else {
+            Reply::Full(Box::new(response))
+        };
+        Box::pin(std::future::ready(Ok(Outcome::new(reply))))
+    }
+}
+
+fn guarded<A: Api>(policy: PolicyConfig, inner: Arc<Scripted>) -> Service<A> {
+    let guardrails = Guardrails::new(&GuardrailsConfig { policies: vec![policy] }).unwrap();
+    let stage = Arc::new(GuardStage { guardrails: Arc::new(guardrails), metrics: None });
+    Arc::new(Guarded::<A>::new(stage, inner))
+}
+
+fn checks(input: &[(&str, Action)], output: &[(&str, Action)]) -> PolicyConfig {
+    let map = |list: &[(&str, Action)]| list.iter().map(|(c, a)| (c.to_string(), *a)).collect::<BTreeMap<_, _>>();
+    PolicyConfig { input: map(input), output: map(output), ..PolicyConfig::default() }
+}
+
+fn completion(prompt: &str, stream: bool) -> Call<Completions> {
+    let request = serde_json::json!({"model": "m", "prompt": prompt, "stream": stream});
+    Call { request: serde_json::from_value(request).unwrap(), ctx: CallContext::new("r", Principal::default()) }
+}
+
+fn chat(content: &str, stream: bool) -> Call<Chat> {
+    let request =
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": content}], "stream": stream});
+    Call { request: serde_json::from_value(request).unwrap(), ctx: CallContext::new("r", Principal::default()) }
+}
+
+/// Each choice's text and finish reason, in order.
+fn texts<R: ApiReply>(reply: &R) -> Vec<(String, Option<String>)> {
+    let mut copy = reply.clone();
+    copy.texts_mut().into_iter().map(|c| (c.text.as_str().to_string(), c.finish_reason.clone())).collect()
+}
+
+async fn collect<A: Api>(outcome: Outcome<A>) -> Vec<A::Chunk> {
+    let Reply::Stream(stream) = outcome.reply else { panic!("a stream") };
+    stream.map(Result::unwrap).collect().await
+}
+
+fn joined<R: ApiReply>(chunks: &[R]) -> String {
+    chunks.iter().flat_map(|chunk| texts(chunk).into_iter().map(|(text, _)| text)).collect()
+}
+
+#[tokio::test]
+async fn a_completion_is_masked_on_the_way_in_and_out_and_a_blocked_prompt_names_prompt() {
+    let reply = "Sure, write to bob.smith@example.org and you will hear back.";
+    let masked = "Sure, write to <EMAIL_ADDRESS> and you will hear back.";
+    let fake = Scripted::new(reply);
+    let policy = checks(&[("EMAIL_ADDRESS", Action::Mask)], &[("EMAIL_ADDRESS", Action::Mask)]);
+    let backend = guarded::<Completions>(policy, fake.clone());
+
+    let outcome = backend.call(completion("Ask alice@example.com for me", false)).await.unwrap();
+    assert_eq!(fake.prompts.lock().unwrap().as_slice(), ["Ask <EMAIL_ADDRESS> for me"]);
+    assert!(outcome
+        .headers
+        .iter()
+        .any(|(name, ran)| *name == GUARDRAILS_HEADER && ran.contains("output:EMAIL_ADDRESS:mask")));
+    let Reply::Full(response) = outcome.reply else { panic!("a full reply") };
+    assert_eq!(texts(response.as_ref()), [(masked.to_string(), Some("stop".to_string()))]);
+
+    let call = completion("hello", true);
+    let cancel = call.ctx.cancel.clone();
+    let chunks = collect(backend.call(call).await.unwrap()).await;
+    assert_eq!(joined(&chunks), masked);
+    assert!(chunks.iter().all(|chunk| !joined(std::slice::from_ref(chunk)).contains('@')), "{chunks:?}");
+    assert!(chunks.last().unwrap().is_usage_only());
+    assert!(!cancel.is_cancelled(), "masking does not stop generation");
+
+    let blocking = checks(&[("BLOCKED_KEYWORD", Action::Block)], &[]);
+    let backend =
+        guarded::<Completions>(PolicyConfig { blocked_keywords: vec!["falcon".into()], ..blocking }, fake.clone());
+    let failure = backend.call(completion("tell me about Falcon", false)).await.err().unwrap();
+    assert_eq!((failure.error.status, failure.error.param.as_deref()), (400, Some("prompt")));
+    assert_eq!(failure.error.code, Some("content_policy_violation"));
+    assert!(failure.headers.iter().any(|(name, _)| *name == GUARDRAILS_HEADER));
+    assert_eq!(fake.prompts.lock().unwrap().len(), 2, "a blocked prompt never reaches the backend");
+}
+
+/// A card number blocked mid-stream: the choice ends with `content_filter`, the context's
+/// token is cancelled, the backend sends no more text, and its usage chunk still arrives.
+async fn a_blocked_stream_cancels_generation<A: Api>(call: Call<A>) {
+    let reply = "Your number is 4111 1111 1111 1111 as requested, and here is a long tail of further text.";
+    let fake = Scripted::new(reply);
+    let backend = guarded::<A>(checks(&[], &[("CREDIT_CARD", Action::Block)]), fake.clone());
+    let cancel = call.ctx.cancel.clone();
+    let chunks = collect(backend.call(call).await.unwrap()).await;
+    assert!(cancel.is_cancelled());
+    assert!(!joined(&chunks).contains("4111"), "{chunks:?}");
+    let finishes: Vec<Option<String>> =
+        chunks.iter().flat_map(|chunk| texts(chunk).into_iter().map(|(_, f)| f)).collect();
+    assert!(finishes.contains(&Some("content_filter".into())), "{finishes:?}");
+    assert!(!finishes.contains(&Some("stop".into())), "{finishes:?}");
+    assert!(chunks.last().unwrap().is_usage_only(), "{chunks:?}");
+    let whole = A::replay(&A::text_response("x".into(), "m", reply)).len() - 1;
+    assert!(fake.sent.load(Ordering::SeqCst) < whole, "the backend stopped early");
+}
+
+#[tokio::test]
+async fn a_blocked_stream_cancels_generation_on_both_endpoints() {
+    a_blocked_stream_cancels_generation(chat("hi", true)).await;
+    a_blocked_stream_cancels_generation(completion("hi", true)).await;
 }

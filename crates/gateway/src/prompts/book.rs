@@ -116,7 +116,9 @@ impl PromptBook {
                 (Ok(split), Some(entry)) => {
                     entry.labels.insert(label, split);
                 }
-                (Err(error), _) => tracing::warn!(%name, %label, %error, "skipping a stored prompt label"),
+                (Err(error), _) => {
+                    tracing::warn!(%name, %label, error = %error.message, "skipping a stored prompt label")
+                }
                 _ => {}
             }
         }

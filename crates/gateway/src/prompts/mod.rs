@@ -133,8 +133,8 @@ pub struct PromptDetail {
 }
 
 /// 404 in the OpenAI envelope for a missing prompt, label or version.
-pub fn not_found(param: &str, code: &'static str, message: String) -> ApiError {
-    ApiError { status: 404, kind: "invalid_request_error", message, param: Some(param.into()), code: Some(code) }
+pub fn not_found(param: &'static str, code: &'static str, message: String) -> ApiError {
+    crate::GatewayError::NotFound { param, code, message }.into()
 }
 
 /// Names and labels: 1 to 64 of `A-Z a-z 0-9 _ - .`, so they fit a URL path segment.

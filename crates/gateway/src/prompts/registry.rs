@@ -35,7 +35,7 @@ pub struct LabelView {
 }
 
 fn internal(error: anyhow::Error) -> ApiError {
-    ApiError::internal(format!("prompt registry: {error}"))
+    crate::GatewayError::Internal(error.context("prompt registry")).into()
 }
 
 fn prompt_missing(name: &str) -> ApiError {
@@ -158,7 +158,7 @@ fn draft(new: &NewPrompt) -> PromptVersion {
 fn split_of(target: &LabelSpec) -> Result<Split, ApiError> {
     match (target.version, &target.split) {
         (Some(version), None) => Ok(Split::single(version)),
-        (None, Some(weights)) => Split::new(weights).map_err(|error| ApiError::invalid_param("split", error)),
+        (None, Some(weights)) => Split::new(weights),
         _ => {
             Err(ApiError::invalid_request("give either `version` or `split`, e.g. {\"split\": {\"3\": 90, \"4\": 10}}"))
         }

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use sconce_protocol::ApiError;
+
 use sha2::{Digest, Sha256};
 
 /// Most total weight a split may have.
@@ -31,15 +33,16 @@ impl Split {
     }
 
     /// Weights per version; refuses an empty split, a zero weight or a huge total.
-    pub fn new(weights: &BTreeMap<u32, u32>) -> Result<Self, String> {
+    pub fn new(weights: &BTreeMap<u32, u32>) -> Result<Self, ApiError> {
+        let invalid = |message: String| ApiError::invalid_param("split", message);
         if weights.is_empty() {
-            return Err("a split needs at least one version".into());
+            return Err(invalid("a split needs at least one version".into()));
         }
         if let Some(version) = weights.iter().find(|(_, &weight)| weight == 0).map(|(version, _)| version) {
-            return Err(format!("version {version} has weight 0: leave it out instead"));
+            return Err(invalid(format!("version {version} has weight 0: leave it out instead")));
         }
         if weights.values().map(|&weight| u64::from(weight)).sum::<u64>() > MAX_TOTAL_WEIGHT {
-            return Err(format!("the weights add up to more than {MAX_TOTAL_WEIGHT}"));
+            return Err(invalid(format!("the weights add up to more than {MAX_TOTAL_WEIGHT}")));
         }
         Ok(Self { arms: weights.iter().map(|(&version, &weight)| Arm { version, weight }).collect() })
     }

@@ -8,8 +8,9 @@ use serde_json::json;
 use super::layer::{apply_prompt, fill_in};
 use super::template::CompiledPrompt;
 use super::*;
+use crate::api::{Call, Chat};
 use crate::store::Store;
-use crate::{CallContext, ChatCall, Principal};
+use crate::{CallContext, Principal};
 
 fn version(messages: serde_json::Value, params: serde_json::Value) -> PromptVersion {
     PromptVersion {
@@ -214,13 +215,12 @@ async fn the_stage_renders_in_front_and_records_the_version() {
     let registry = PromptRegistry::open(sqlite_store(&dir).await).await.unwrap();
     registry.create(new_version("About {{ product }}.", &["production"])).await.unwrap();
     let request = json!({"messages": [{"role": "user", "content": "q"}], "user": "alice"});
-    let mut call = ChatCall {
-        request: serde_json::from_value(request).unwrap(),
-        ctx: CallContext::new("r1", Principal::default()),
-    };
+    let mut call: Call<Chat> =
+        Call { request: serde_json::from_value(request).unwrap(), ctx: CallContext::new("r1", Principal::default()) };
     let prompt = reference(json!({"name": "support", "variables": {"product": "kettles"}}));
-    let tag = apply_prompt(&registry.snapshot(), &prompt, &mut call).unwrap();
+    let tag = apply_prompt(&registry.snapshot(), &prompt, &mut call.request, &mut call.ctx).unwrap();
     assert_eq!((tag.to_string(), tag.label.as_deref()), ("support@1".to_string(), Some("production")));
     assert_eq!(call.request.messages.iter().map(text).collect::<Vec<_>>(), ["About kettles.", "q"]);
-    assert_eq!(call.ctx.marks.prompt.get(), Some(&tag));
+    assert_eq!(call.ctx.prompt.as_ref(), Some(&tag), "for the stages inside (the cache key)");
+    assert_eq!(call.ctx.journal.prompt.get(), Some(&tag), "for the ledger");
 }

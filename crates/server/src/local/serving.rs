@@ -94,7 +94,9 @@ impl Serving {
     /// another request with the same id is generating.
     pub fn track(self: &Arc<Self>, id: &str) -> Result<InFlightGuard, ApiError> {
         if !self.ids.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_string()) {
-            return Err(ApiError::conflict(format!("a request with id `{id}` is already running")).with_param("x-request-id"));
+            return Err(
+                ApiError::conflict(format!("a request with id `{id}` is already running")).with_param("x-request-id")
+            );
         }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(InFlightGuard { serving: self.clone(), id: id.to_string() })

@@ -58,7 +58,12 @@ impl GenerationSpec<'_> {
     }
 
     /// One engine request per prompt, with the request's id (`{id}-{i}` within a batch).
-    pub fn requests(&self, id: &str, prompts: Vec<Vec<u32>>, max_model_len: usize) -> Result<Vec<GenerateRequest>, ApiError> {
+    pub fn requests(
+        &self,
+        id: &str,
+        prompts: Vec<Vec<u32>>,
+        max_model_len: usize,
+    ) -> Result<Vec<GenerateRequest>, ApiError> {
         let count = prompts.len();
         let priority = self.sampling.priority.unwrap_or(0);
         let request = |(index, prompt): (usize, Vec<u32>)| {
