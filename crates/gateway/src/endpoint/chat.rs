@@ -12,6 +12,8 @@ use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ChoiceTex
 impl ApiRequest for ChatCompletionRequest {
     const PROMPT_PARAM: &'static str = "messages";
 
+    common_request_fields!();
+
     /// A registry `prompt` may stand in for the messages (the prompt stage renders them).
     fn validate(&self) -> Result<(), ApiError> {
         if self.prompt.is_some() && self.messages.is_empty() {
@@ -20,22 +22,6 @@ impl ApiRequest for ChatCompletionRequest {
             return ChatCompletionRequest::validate(&probe);
         }
         ChatCompletionRequest::validate(self)
-    }
-
-    fn model(&self) -> Option<&str> {
-        self.model.as_deref()
-    }
-
-    fn set_model(&mut self, model: String) {
-        self.model = Some(model);
-    }
-
-    fn sampling(&self) -> &SamplingOptions {
-        &self.sampling
-    }
-
-    fn sampling_mut(&mut self) -> &mut SamplingOptions {
-        &mut self.sampling
     }
 
     fn max_tokens(&self) -> Option<usize> {
@@ -78,24 +64,10 @@ fn sampled_logprobs(logprobs: Option<&ChatLogprobs>) -> Vec<f32> {
 }
 
 impl ApiReply for ChatCompletionResponse {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn model(&self) -> &str {
-        &self.model
-    }
-
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
+    common_reply_fields!();
 
     fn shows_text(&self) -> bool {
         self.choices.iter().any(|choice| !choice.message.content.is_empty())
-    }
-
-    fn finish_reasons(&self) -> Vec<Option<&str>> {
-        self.choices.iter().map(|choice| choice.finish_reason.as_deref()).collect()
     }
 
     fn usage(&self) -> Option<&Usage> {
@@ -110,10 +82,6 @@ impl ApiReply for ChatCompletionResponse {
         false
     }
 
-    fn choice_count(&self) -> usize {
-        self.choices.len()
-    }
-
     fn texts_mut(&mut self) -> Vec<ChoiceText<'_>> {
         let choices = self.choices.iter_mut();
         choices
@@ -126,46 +94,18 @@ impl ApiReply for ChatCompletionResponse {
             .collect()
     }
 
-    fn retain_choices(&mut self, keep: &mut dyn FnMut(Option<&str>) -> bool) {
-        self.choices.retain(|choice| keep(choice.finish_reason.as_deref()));
-    }
-
     fn carries_nothing(&self) -> bool {
         false
     }
 }
 
 impl ApiReply for ChatCompletionChunk {
-    fn id(&self) -> &str {
-        &self.id
-    }
+    common_reply_fields!();
 
-    fn model(&self) -> &str {
-        &self.model
-    }
-
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
+    optional_usage!();
 
     fn shows_text(&self) -> bool {
         self.choices.iter().any(|choice| choice.delta.content.as_deref().is_some_and(|text| !text.is_empty()))
-    }
-
-    fn finish_reasons(&self) -> Vec<Option<&str>> {
-        self.choices.iter().map(|choice| choice.finish_reason.as_deref()).collect()
-    }
-
-    fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref().and_then(Option::as_ref)
-    }
-
-    fn usage_mut(&mut self) -> Option<&mut Usage> {
-        self.usage.as_mut().and_then(Option::as_mut)
-    }
-
-    fn choice_count(&self) -> usize {
-        self.choices.len()
     }
 
     fn texts_mut(&mut self) -> Vec<ChoiceText<'_>> {
@@ -178,10 +118,6 @@ impl ApiReply for ChatCompletionChunk {
                 finish_reason: &mut choice.finish_reason,
             })
             .collect()
-    }
-
-    fn retain_choices(&mut self, keep: &mut dyn FnMut(Option<&str>) -> bool) {
-        self.choices.retain(|choice| keep(choice.finish_reason.as_deref()));
     }
 
     fn carries_nothing(&self) -> bool {

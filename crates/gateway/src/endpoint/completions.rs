@@ -11,24 +11,10 @@ use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ChoiceTex
 impl ApiRequest for CompletionRequest {
     const PROMPT_PARAM: &'static str = "prompt";
 
+    common_request_fields!();
+
     fn validate(&self) -> Result<(), ApiError> {
         CompletionRequest::validate(self)
-    }
-
-    fn model(&self) -> Option<&str> {
-        self.model.as_deref()
-    }
-
-    fn set_model(&mut self, model: String) {
-        self.model = Some(model);
-    }
-
-    fn sampling(&self) -> &SamplingOptions {
-        &self.sampling
-    }
-
-    fn sampling_mut(&mut self) -> &mut SamplingOptions {
-        &mut self.sampling
     }
 
     fn max_tokens(&self) -> Option<usize> {
@@ -71,36 +57,12 @@ impl ApiRequest for CompletionRequest {
 
 /// Both the full response and its chunks.
 impl ApiReply for CompletionResponse {
-    fn id(&self) -> &str {
-        &self.id
-    }
+    common_reply_fields!();
 
-    fn model(&self) -> &str {
-        &self.model
-    }
-
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
+    optional_usage!();
 
     fn shows_text(&self) -> bool {
         self.choices.iter().any(|choice| !choice.text.is_empty())
-    }
-
-    fn finish_reasons(&self) -> Vec<Option<&str>> {
-        self.choices.iter().map(|choice| choice.finish_reason.as_deref()).collect()
-    }
-
-    fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref().and_then(Option::as_ref)
-    }
-
-    fn usage_mut(&mut self) -> Option<&mut Usage> {
-        self.usage.as_mut().and_then(Option::as_mut)
-    }
-
-    fn choice_count(&self) -> usize {
-        self.choices.len()
     }
 
     fn texts_mut(&mut self) -> Vec<ChoiceText<'_>> {
@@ -117,10 +79,6 @@ impl ApiReply for CompletionResponse {
                 finish_reason: &mut choice.finish_reason,
             })
             .collect()
-    }
-
-    fn retain_choices(&mut self, keep: &mut dyn FnMut(Option<&str>) -> bool) {
-        self.choices.retain(|choice| keep(choice.finish_reason.as_deref()));
     }
 
     fn carries_nothing(&self) -> bool {

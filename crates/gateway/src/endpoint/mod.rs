@@ -1,6 +1,69 @@
 //! What the stages read and write in each endpoint's requests and replies, so one stage
 //! serves `/v1/chat/completions` and `/v1/completions` alike.
 
+/// The accessors every reply type spells alike: `id`, `model`, `choices[].finish_reason`.
+macro_rules! common_reply_fields {
+    () => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+
+        fn model(&self) -> &str {
+            &self.model
+        }
+
+        fn set_id(&mut self, id: String) {
+            self.id = id;
+        }
+
+        fn finish_reasons(&self) -> Vec<Option<&str>> {
+            self.choices.iter().map(|choice| choice.finish_reason.as_deref()).collect()
+        }
+
+        fn choice_count(&self) -> usize {
+            self.choices.len()
+        }
+
+        fn retain_choices(&mut self, keep: &mut dyn FnMut(Option<&str>) -> bool) {
+            self.choices.retain(|choice| keep(choice.finish_reason.as_deref()));
+        }
+    };
+}
+
+/// A `usage` that is absent, `null` or set (stream chunks, and completions throughout).
+macro_rules! optional_usage {
+    () => {
+        fn usage(&self) -> Option<&Usage> {
+            self.usage.as_ref().and_then(Option::as_ref)
+        }
+
+        fn usage_mut(&mut self) -> Option<&mut Usage> {
+            self.usage.as_mut().and_then(Option::as_mut)
+        }
+    };
+}
+
+/// The request fields every endpoint spells alike: `model` and the flattened sampling.
+macro_rules! common_request_fields {
+    () => {
+        fn model(&self) -> Option<&str> {
+            self.model.as_deref()
+        }
+
+        fn set_model(&mut self, model: String) {
+            self.model = Some(model);
+        }
+
+        fn sampling(&self) -> &SamplingOptions {
+            &self.sampling
+        }
+
+        fn sampling_mut(&mut self) -> &mut SamplingOptions {
+            &mut self.sampling
+        }
+    };
+}
+
 pub mod chat;
 pub mod completions;
 
