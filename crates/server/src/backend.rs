@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sconce_engine::{EngineConfig, EngineHandle, LoadOptions};
+use sconce_engine::EngineHandle;
 use sconce_protocol::ApiError;
 use sconce_text::{ChatMessage, Tokenizer};
 
@@ -23,10 +23,8 @@ pub struct Backend {
 impl Backend {
     /// Loads the model named in `config` and starts the engine (on a blocking thread).
     pub async fn launch(config: &Config) -> anyhow::Result<Self> {
-        let model = config.model.name.clone();
-        let load = load_options(config);
-        let engine = engine_config(config);
-        let handle = tokio::task::spawn_blocking(move || sconce_engine::launch(&model, &load, engine)).await??;
+        let (load, engine) = (config.model.clone(), config.engine.clone());
+        let handle = tokio::task::spawn_blocking(move || sconce_engine::launch(&load, engine)).await??;
         Ok(Self { handle })
     }
 
@@ -95,33 +93,5 @@ impl TokenText {
             Ok(text) => text,
             Err(_) => self.0.id_to_token(id).unwrap_or_default(),
         }
-    }
-}
-
-fn load_options(config: &Config) -> LoadOptions {
-    LoadOptions {
-        device: config.model.device.clone(),
-        dtype: config.model.dtype.clone(),
-        quantization: config.model.quantization.clone(),
-        served_model_name: config.model.served_model_name.clone(),
-        allow_hub: config.model.allow_hub,
-        load_format: config.model.load_format.clone(),
-        model_config: config.model.model_config.clone(),
-    }
-}
-
-fn engine_config(config: &Config) -> EngineConfig {
-    let engine = &config.engine;
-    EngineConfig {
-        max_num_seqs: engine.max_num_seqs,
-        max_num_batched_tokens: engine.max_num_batched_tokens,
-        block_size: engine.block_size,
-        kv_cache_memory: engine.kv_cache_memory.map(|size| size.bytes()),
-        kv_cache_memory_fraction: engine.kv_cache_memory_fraction,
-        gpu_memory_utilization: engine.gpu_memory_utilization,
-        max_waiting_requests: engine.max_waiting_requests,
-        enable_prefix_caching: engine.enable_prefix_caching,
-        max_model_len: engine.max_model_len,
-        ..EngineConfig::default()
     }
 }
