@@ -53,6 +53,7 @@ pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<EngineHandle, 
     if let Some(quantization) = load.quantization.quantization() {
         loaded.decoder.quantize(quantization).map_err(|e| EngineError::Load(e.to_string()))?;
     }
+    loaded.decoder.set_fused(!load.unfused);
     if let Some(name) = &load.served_model_name {
         loaded.name = name.clone();
     }

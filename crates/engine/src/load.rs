@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::DType;
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 use sconce_modeling::Quantization;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,10 @@ pub struct LoadOptions {
     /// For `--load-format dummy`: catalog name or config.json path (defaults to --model).
     #[arg(long, env = "SCONCE_MODEL_CONFIG")]
     pub model_config: Option<String>,
+    /// Runs candle's separate ops instead of the fused kernels (add+RMSNorm, RoPE, SiLU-and-mul).
+    #[arg(long, env = "SCONCE_UNFUSED", action = ArgAction::Set, num_args = 0..=1,
+        default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub unfused: bool,
 }
 
 impl Default for LoadOptions {
@@ -51,6 +55,7 @@ impl Default for LoadOptions {
             allow_hub: true,
             load_format: LoadFormat::Auto,
             model_config: None,
+            unfused: false,
         }
     }
 }

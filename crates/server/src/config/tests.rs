@@ -53,6 +53,7 @@ fn typed_flags_parse_into_every_section() {
         "--dtype=bf16",
         "--quantization=q8_0",
         "--load-format=dummy",
+        "--unfused",
         "--kv-cache-memory=2GiB",
         "--max-request-body-bytes=1MiB",
         "--drain-timeout=5",
@@ -65,6 +66,7 @@ fn typed_flags_parse_into_every_section() {
     assert_eq!(config.model.dtype, Some(WeightDtype::Bf16));
     assert_eq!(config.model.quantization, QuantizationMode::Q8_0);
     assert_eq!(config.model.load_format, LoadFormat::Dummy);
+    assert!(config.model.unfused);
     assert_eq!(config.engine.kv_cache_memory, Some(ByteSize(2 << 30)));
     assert_eq!(config.server.max_request_body_bytes, ByteSize(1 << 20));
     assert_eq!(config.server.drain_timeout_secs, 5);
