@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         enable_prefix_caching: false,
         ..EngineConfig::default()
     };
-    let engine = launch(&load, config)?;
+    let (engine, _frontend) = launch(&load, config)?;
     let started = Instant::now();
     let streams: Vec<_> = (0..concurrency)
         .map(|i| {

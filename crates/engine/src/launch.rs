@@ -6,6 +6,7 @@ use sconce_modeling::{dummy_config, load_dummy, load_model, FetchOptions, Loaded
 use crate::api::EngineError;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
+use crate::frontend::ModelFrontend;
 use crate::handle::EngineHandle;
 use crate::load::{DeviceSpec, LoadFormat, LoadOptions};
 
@@ -46,8 +47,8 @@ pub fn open_device(spec: DeviceSpec) -> Result<Device, EngineError> {
 }
 
 /// Resolves `load.name` (catalog name, Hub id or path), loads it and starts the engine loop
-/// thread. Blocking.
-pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<EngineHandle, EngineError> {
+/// thread. Returns the engine next to the model's text side. Blocking.
+pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<(EngineHandle, ModelFrontend), EngineError> {
     let device = open_device(load.device)?;
     let mut loaded = load_for(load, load.weight_dtype(), &device)?;
     if let Some(quantization) = load.quantization.quantization() {
@@ -57,7 +58,8 @@ pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<EngineHandle, 
     if let Some(name) = &load.served_model_name {
         loaded.name = name.clone();
     }
+    let frontend = ModelFrontend::of(&loaded);
     let max_waiting = config.max_waiting_requests;
     let engine = Engine::new(loaded, &config)?;
-    EngineHandle::spawn(engine, max_waiting)
+    Ok((EngineHandle::spawn(engine, max_waiting)?, frontend))
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sconce_engine::EngineHandle;
+use sconce_engine::{EngineHandle, ModelFrontend};
 use sconce_protocol::ApiError;
 use sconce_text::{ChatMessage, Tokenizer};
 
@@ -14,18 +14,19 @@ pub use sconce_engine::{
 
 use crate::config::Config;
 
-/// A loaded model behind its engine loop. Cheap to clone.
+/// A loaded model behind its engine loop, with its text side. Cheap to clone.
 #[derive(Clone)]
 pub struct Backend {
     handle: EngineHandle,
+    frontend: Arc<ModelFrontend>,
 }
 
 impl Backend {
     /// Loads the model named in `config` and starts the engine (on a blocking thread).
     pub async fn launch(config: &Config) -> anyhow::Result<Self> {
         let (load, engine) = (config.model.clone(), config.engine.clone());
-        let handle = tokio::task::spawn_blocking(move || sconce_engine::launch(&load, engine)).await??;
-        Ok(Self { handle })
+        let (handle, frontend) = tokio::task::spawn_blocking(move || sconce_engine::launch(&load, engine)).await??;
+        Ok(Self { handle, frontend: Arc::new(frontend) })
     }
 
     pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
@@ -42,9 +43,8 @@ impl Backend {
 
     /// Tokenizes a completion prompt, adding BOS (once).
     pub fn encode_text(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
-        let tokenizer = self.tokenizer();
-        tokenizer
-            .encode_prompt(text, add_special_tokens && tokenizer.add_bos_by_default())
+        self.frontend
+            .encode_text(text, add_special_tokens)
             .map_err(|e| ApiError::invalid_param("prompt", e.to_string()))
     }
 
@@ -57,12 +57,9 @@ impl Backend {
     ) -> Result<Vec<u32>, ApiError> {
         let messages: Vec<ChatMessage> =
             messages.into_iter().map(|(role, content)| ChatMessage::new(role, content)).collect();
-        let rendered = self
-            .handle
-            .chat_template()
-            .render(&messages, add_generation_prompt)
-            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
-        self.tokenizer().encode_prompt(&rendered, false).map_err(|e| ApiError::invalid_param("messages", e.to_string()))
+        self.frontend
+            .encode_chat(&messages, add_generation_prompt)
+            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ApiError> {
@@ -78,8 +75,13 @@ impl Backend {
         self.handle.shutdown();
     }
 
+    /// The model's tokenizer, chat template and EOS ids.
+    pub fn frontend(&self) -> &ModelFrontend {
+        &self.frontend
+    }
+
     fn tokenizer(&self) -> &Arc<Tokenizer> {
-        self.handle.tokenizer()
+        &self.frontend.tokenizer
     }
 }
 

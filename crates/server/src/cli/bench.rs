@@ -51,7 +51,7 @@ fn bench_engine_defaults() -> EngineConfig {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let load = args.model.over(LoadOptions::default())?;
     let config = args.engine.over(bench_engine_defaults())?;
-    let engine = launch(&load, config)?;
+    let (engine, _frontend) = launch(&load, config)?;
     let vocab = engine.model_info().vocab_size as u32;
     if !args.json {
         println!("| concurrency | requests | output tok/s | TTFT p50 ms | TPOT p50 ms | peak RSS MiB | KV waste % |");

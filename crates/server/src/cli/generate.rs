@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use sconce_engine::{launch, ByteSize, EngineConfig, EngineHandle, GenerateRequest, LoadOptions, SamplingParams};
+use sconce_engine::{launch, ByteSize, EngineConfig, GenerateRequest, LoadOptions, ModelFrontend, SamplingParams};
 use sconce_text::ChatMessage;
 
 use crate::config::Overrides;
@@ -68,8 +68,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let load = args.model.over(LoadOptions::default())?;
     let engine_defaults = EngineConfig { kv_cache_memory: Some(ByteSize(256 << 20)), ..EngineConfig::default() };
     let config = args.engine.over(engine_defaults)?;
-    let engine = launch(&load, config)?;
-    let prompt = prompt_tokens(&args, &engine)?;
+    let (engine, frontend) = launch(&load, config)?;
+    let prompt = prompt_tokens(&args, &frontend)?;
     let request = GenerateRequest { id: "generate".into(), prompt, params: args.sampling(), priority: 0 };
     let mut stream = engine.submit(request)?;
     let mut stdout = std::io::stdout().lock();
@@ -95,16 +95,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// The prompt as tokens: plain, or as a user message (after an optional system one) in the
 /// chat template; BOS as the model wants it.
-fn prompt_tokens(args: &GenerateArgs, engine: &EngineHandle) -> anyhow::Result<Vec<u32>> {
-    let add_bos = engine.tokenizer().add_bos_by_default();
+fn prompt_tokens(args: &GenerateArgs, frontend: &ModelFrontend) -> anyhow::Result<Vec<u32>> {
     if !args.chat {
-        return Ok(engine.tokenizer().encode_prompt(&args.prompt, add_bos)?);
+        return Ok(frontend.encode_text(&args.prompt, true)?);
     }
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(ChatMessage::new("system", system.clone()));
     }
     messages.push(ChatMessage::new("user", args.prompt.clone()));
-    let rendered = engine.chat_template().render(&messages, true)?;
-    Ok(engine.tokenizer().encode_prompt(&rendered, add_bos)?)
+    let rendered = frontend.chat_template.render(&messages, true)?;
+    Ok(frontend.encode_text(&rendered, true)?)
 }
