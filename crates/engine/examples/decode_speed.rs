@@ -1,16 +1,20 @@
 //! Quick batch-N decode speed check: `cargo run --release -p sconce-engine --example decode_speed -- [dtype] [concurrency]`.
 use std::time::Instant;
 
-use sconce_engine::{launch, EngineConfig, GenerateRequest, LoadOptions, SamplingParams};
+use sconce_engine::{launch, ByteSize, EngineConfig, GenerateRequest, LoadOptions, SamplingParams, WeightDtype};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let dtype = args.get(1).cloned().unwrap_or_else(|| "f32".into());
+    let dtype =
+        args.get(1).map_or(Ok(WeightDtype::F32), |name| <WeightDtype as clap::ValueEnum>::from_str(name, true))?;
     let concurrency: usize = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(1);
-    let load = LoadOptions { dtype: Some(dtype.clone()), ..LoadOptions::default() };
-    let config =
-        EngineConfig { kv_cache_memory: Some(512 << 20), enable_prefix_caching: false, ..EngineConfig::default() };
-    let engine = launch("smollm2-135m-instruct", &load, config)?;
+    let load = LoadOptions { dtype: Some(dtype), ..LoadOptions::default() };
+    let config = EngineConfig {
+        kv_cache_memory: Some(ByteSize(512 << 20)),
+        enable_prefix_caching: false,
+        ..EngineConfig::default()
+    };
+    let (engine, _frontend) = launch(&load, config)?;
     let started = Instant::now();
     let streams: Vec<_> = (0..concurrency)
         .map(|i| {
@@ -29,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{dtype} c={concurrency}: {total} tokens in {secs:.2}s = {:.1} tok/s", total as f64 / secs);
+    println!("{dtype:?} c={concurrency}: {total} tokens in {secs:.2}s = {:.1} tok/s", total as f64 / secs);
     engine.shutdown();
     Ok(())
 }

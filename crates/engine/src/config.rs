@@ -1,27 +1,47 @@
-//! Engine sizing and limits.
+//! Engine sizing and limits: the `[engine]` section of the server config and its flags.
 
+use clap::Args;
 use sconce_modeling::ModelConfig;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq)]
+use crate::size::ByteSize;
+
+/// Engine sizing and limits. Each flag also reads its `SCONCE_*` variable; fields without a flag
+/// are set in the TOML file only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Most sequences in one step.
+    /// Most sequences scheduled in one step.
+    #[arg(long, env = "SCONCE_MAX_NUM_SEQS")]
     pub max_num_seqs: usize,
     /// Token budget of one step (decodes plus prefill chunks).
+    #[arg(long, env = "SCONCE_MAX_NUM_BATCHED_TOKENS")]
     pub max_num_batched_tokens: usize,
     /// Tokens per KV block.
+    #[arg(skip)]
     pub block_size: usize,
-    /// KV cache size in bytes; when unset, a fraction of available memory.
-    pub kv_cache_memory: Option<u64>,
+    /// KV cache size, e.g. `2GiB`; when unset, a fraction of available memory.
+    #[arg(long, env = "SCONCE_KV_CACHE_MEMORY")]
+    pub kv_cache_memory: Option<ByteSize>,
+    /// Fraction of available memory for the KV cache when `kv_cache_memory` is unset.
+    #[arg(skip)]
     pub kv_cache_memory_fraction: f64,
-    /// On a GPU without `kv_cache_memory`: the fraction of free device memory (after the weights)
-    /// given to the KV cache.
+    /// On a GPU without --kv-cache-memory: fraction of free device memory (after the weights) for
+    /// the KV cache (default 0.9).
+    #[arg(long, env = "SCONCE_GPU_MEMORY_UTILIZATION")]
     pub gpu_memory_utilization: f64,
-    /// Waiting requests beyond this are refused (overload).
+    /// Waiting requests beyond this are refused (429).
+    #[arg(long, env = "SCONCE_MAX_WAITING_REQUESTS")]
     pub max_waiting_requests: usize,
+    /// Reuse KV blocks of identical prompt prefixes across requests.
+    #[arg(skip)]
     pub enable_prefix_caching: bool,
-    /// Caps the model's context length.
+    /// Caps the context length (prompt plus generated tokens).
+    #[arg(long, env = "SCONCE_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
     /// Test hook: return each sampled token's logits from `Engine::step`.
+    #[arg(skip)]
+    #[serde(skip)]
     pub capture_logits: bool,
 }
 
@@ -50,7 +70,7 @@ impl EngineConfig {
 
     /// Blocks that fit the KV budget; `gpu_free` is the device's free memory when on a GPU.
     pub fn num_kv_blocks_with(&self, model: &ModelConfig, dtype_size: usize, gpu_free: Option<u64>) -> usize {
-        let bytes = self.kv_cache_memory.unwrap_or_else(|| match gpu_free {
+        let bytes = self.kv_cache_memory.map(ByteSize::bytes).unwrap_or_else(|| match gpu_free {
             Some(free) => (free as f64 * self.gpu_memory_utilization.clamp(0.0, 1.0)) as u64,
             None => (available_memory() as f64 * self.kv_cache_memory_fraction) as u64,
         });

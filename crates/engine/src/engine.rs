@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sconce_modeling::LoadedModel;
-use sconce_text::{ChatTemplate, Tokenizer};
+use sconce_text::Tokenizer;
 
 use crate::api::{Delta, EngineError, EngineStats, GenerateRequest, ModelInfo, TokenLogprob, Usage};
 use crate::config::EngineConfig;
@@ -37,8 +37,8 @@ pub struct Engine {
     runner: ModelRunner,
     choices: HashMap<SeqKey, Choice>,
     requests: HashMap<String, Vec<SeqKey>>,
+    /// For detokenizing and stop strings; the text side proper is the caller's `ModelFrontend`.
     tokenizer: Arc<Tokenizer>,
-    chat_template: ChatTemplate,
     eos_ids: Vec<u32>,
     info: ModelInfo,
     capture_logits: bool,
@@ -88,7 +88,6 @@ impl Engine {
                 block_size: config.block_size,
             },
             tokenizer: model.tokenizer,
-            chat_template: model.chat_template,
             eos_ids: model.eos_token_ids,
             capture_logits: config.capture_logits,
             next_key: 0,
@@ -100,18 +99,6 @@ impl Engine {
 
     pub fn model_info(&self) -> &ModelInfo {
         &self.info
-    }
-
-    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
-        &self.tokenizer
-    }
-
-    pub fn chat_template(&self) -> &ChatTemplate {
-        &self.chat_template
-    }
-
-    pub fn eos_token_ids(&self) -> &[u32] {
-        &self.eos_ids
     }
 
     pub fn has_work(&self) -> bool {

@@ -5,7 +5,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use sconce_text::{ChatTemplate, Tokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::api::{Delta, EngineError, EngineStats, GenerateRequest, ModelInfo};
@@ -31,9 +30,6 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     info: ModelInfo,
-    tokenizer: Arc<Tokenizer>,
-    chat_template: ChatTemplate,
-    eos_ids: Vec<u32>,
     max_waiting: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -56,9 +52,6 @@ impl EngineHandle {
             commands: tx,
             shared: shared.clone(),
             info: engine.model_info().clone(),
-            tokenizer: engine.tokenizer().clone(),
-            chat_template: engine.chat_template().clone(),
-            eos_ids: engine.eos_token_ids().to_vec(),
             max_waiting,
             thread: Mutex::new(None),
         };
@@ -109,18 +102,6 @@ impl EngineHandle {
 
     pub fn model_info(&self) -> &ModelInfo {
         &self.inner.info
-    }
-
-    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
-        &self.inner.tokenizer
-    }
-
-    pub fn chat_template(&self) -> &ChatTemplate {
-        &self.inner.chat_template
-    }
-
-    pub fn eos_token_ids(&self) -> &[u32] {
-        &self.inner.eos_ids
     }
 
     /// Aborts everything, stops the loop thread and waits for it.

@@ -1,45 +1,14 @@
 //! From a model name to a running engine.
 
 use candle_core::{DType, Device};
-use sconce_modeling::{dummy_config, load_dummy, load_model, parse_dtype, FetchOptions, LoadedModel, Quantization};
+use sconce_modeling::{dummy_config, load_dummy, load_model, FetchOptions, LoadedModel};
 
 use crate::api::EngineError;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
+use crate::frontend::ModelFrontend;
 use crate::handle::EngineHandle;
-
-/// How to load the model.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
-    /// Weight dtype: `f32`, `f16` or `bf16`; defaults to f16 on CPU (activations stay f32 there)
-    /// and bf16 on CUDA.
-    pub dtype: Option<String>,
-    /// `q8_0` stores linear weights as int8 with per-32 scales (CPU only); `none` or unset keeps `dtype`.
-    pub quantization: Option<String>,
-    /// The name clients use; defaults to the model spec.
-    pub served_model_name: Option<String>,
-    pub allow_hub: bool,
-    /// `auto` (files) or `dummy` (random weights of `model_config`'s shape, no files).
-    pub load_format: String,
-    /// For `dummy`: a catalog name with a `[config]` table or a config.json path; defaults to the model spec.
-    pub model_config: Option<String>,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            device: "cpu".into(),
-            dtype: None,
-            quantization: None,
-            served_model_name: None,
-            allow_hub: true,
-            load_format: "auto".into(),
-            model_config: None,
-        }
-    }
-}
+use crate::load::{DeviceSpec, LoadFormat, LoadOptions};
 
 /// Free memory of a CUDA device in bytes; `None` on the CPU (or when it cannot be read).
 pub fn gpu_free_memory(device: &Device) -> Option<u64> {
@@ -51,54 +20,46 @@ pub fn gpu_free_memory(device: &Device) -> Option<u64> {
     None
 }
 
-/// Loads `model` per `load.load_format` on `device`.
-pub fn load_for(model: &str, load: &LoadOptions, dtype: DType, device: &Device) -> Result<LoadedModel, EngineError> {
+/// Loads `load.name` per `load.load_format` on `device`.
+pub fn load_for(load: &LoadOptions, dtype: DType, device: &Device) -> Result<LoadedModel, EngineError> {
     let err = |e: sconce_modeling::ModelError| EngineError::Load(e.to_string());
-    match load.load_format.as_str() {
-        "auto" | "" => {
+    let model = load.name.as_str();
+    match load.load_format {
+        LoadFormat::Auto => {
             let fetch = FetchOptions { allow_hub: load.allow_hub, ..FetchOptions::default() };
             load_model(model, dtype, device, &fetch).map_err(err)
         }
-        "dummy" => {
+        LoadFormat::Dummy => {
             let config = dummy_config(load.model_config.as_deref().unwrap_or(model)).map_err(err)?;
             load_dummy(model, &config, dtype, device).map_err(err)
         }
-        other => Err(EngineError::Load(format!("unknown load format `{other}` (use auto or dummy)"))),
     }
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(spec: &str) -> Result<Device, EngineError> {
-    let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => n,
-            None => return Err(EngineError::Load(format!("unknown device `{spec}` (use cpu, cuda or cuda:N)"))),
-        },
-    };
-    Device::new_cuda(ordinal).map_err(|e| EngineError::Load(format!("cannot open {spec}: {e}")))
+/// Opens the device `spec` names.
+pub fn open_device(spec: DeviceSpec) -> Result<Device, EngineError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(ordinal) => {
+            Device::new_cuda(ordinal).map_err(|e| EngineError::Load(format!("cannot open {spec}: {e}")))
+        }
+    }
 }
 
-/// Resolves (catalog name, Hub id or path), loads and starts the engine loop thread. Blocking.
-pub fn launch(model: &str, load: &LoadOptions, config: EngineConfig) -> Result<EngineHandle, EngineError> {
-    let device = parse_device(&load.device)?;
-    let dtype = match &load.dtype {
-        Some(name) => parse_dtype(name).map_err(|e| EngineError::Load(e.to_string()))?,
-        // Decode is memory-bound: half-precision weights halve the bytes read per token.
-        None if device.is_cpu() => DType::F16,
-        None => DType::BF16,
-    };
-    let quantization =
-        Quantization::parse(load.quantization.as_deref().unwrap_or("none")).map_err(EngineError::Load)?;
-    let mut loaded = load_for(model, load, dtype, &device)?;
-    if let Some(quantization) = quantization {
+/// Resolves `load.name` (catalog name, Hub id or path), loads it and starts the engine loop
+/// thread. Returns the engine next to the model's text side. Blocking.
+pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<(EngineHandle, ModelFrontend), EngineError> {
+    let device = open_device(load.device)?;
+    let mut loaded = load_for(load, load.weight_dtype(), &device)?;
+    if let Some(quantization) = load.quantization.quantization() {
         loaded.decoder.quantize(quantization).map_err(|e| EngineError::Load(e.to_string()))?;
     }
+    loaded.decoder.set_fused(!load.unfused);
     if let Some(name) = &load.served_model_name {
         loaded.name = name.clone();
     }
+    let frontend = ModelFrontend::of(&loaded);
     let max_waiting = config.max_waiting_requests;
     let engine = Engine::new(loaded, &config)?;
-    EngineHandle::spawn(engine, max_waiting)
+    Ok((EngineHandle::spawn(engine, max_waiting)?, frontend))
 }

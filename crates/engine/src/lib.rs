@@ -1,23 +1,30 @@
 //! Sconce's inference engine: a paged KV cache with prefix caching, a token-budget scheduler that
 //! mixes decodes and chunked prefills, a model runner over one flattened batch per step, and a
-//! sampler. [`EngineHandle`] runs it on its own thread.
+//! sampler. [`launch`] runs it on its own thread behind an [`EngineHandle`] and hands back the model's
+//! text side as a [`ModelFrontend`].
 
 mod api;
 mod config;
 mod engine;
+mod frontend;
 mod handle;
 pub mod kv;
 mod launch;
+mod load;
 mod output;
 pub mod runner;
 pub mod sample;
 pub mod sched;
+mod size;
 mod validate;
 
 pub use api::*;
 pub use config::{available_memory, EngineConfig};
 pub use engine::{Engine, SampledToken, StepOutcome};
+pub use frontend::ModelFrontend;
 pub use handle::{EngineHandle, RequestStream};
-pub use launch::{gpu_free_memory, launch, load_for, parse_device, LoadOptions};
+pub use launch::{gpu_free_memory, launch, load_for, open_device};
+pub use load::{DeviceSpec, LoadFormat, LoadOptions, QuantizationMode, WeightDtype};
 pub use output::DeltaSink;
+pub use size::ByteSize;
 pub use validate::validate_request;

@@ -196,10 +196,13 @@ fn bad_input_gets_typed_errors() {
 
 #[test]
 fn an_unknown_model_is_a_load_error_that_says_what_to_do() {
-    let load = sconce_engine::LoadOptions { allow_hub: false, ..sconce_engine::LoadOptions::default() };
-    let err = sconce_engine::launch("no-such-model-anywhere", &load, sconce_engine::EngineConfig::default())
-        .err()
-        .expect("unknown model must fail");
+    let load = sconce_engine::LoadOptions {
+        name: "no-such-model-anywhere".into(),
+        allow_hub: false,
+        ..sconce_engine::LoadOptions::default()
+    };
+    let err =
+        sconce_engine::launch(&load, sconce_engine::EngineConfig::default()).err().expect("unknown model must fail");
     let EngineError::Load(message) = err else { panic!("expected a load error, got {err:?}") };
     assert!(message.contains("no-such-model-anywhere"), "{message}");
 }

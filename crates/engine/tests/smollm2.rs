@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use sconce_engine::{Engine, EngineConfig, GenerateRequest, SamplingParams};
+use sconce_engine::{ByteSize, Engine, EngineConfig, GenerateRequest, SamplingParams};
 use sconce_modeling::{load_gguf, load_model, FetchOptions, LoadedModel, ModelError, Quantization};
 use sconce_text::ChatMessage;
 
@@ -29,7 +29,7 @@ fn answer(model: LoadedModel, question: &str) -> String {
     let messages = [ChatMessage::new("user", question)];
     let rendered = model.chat_template.render(&messages, true).unwrap();
     let prompt = model.tokenizer.encode_prompt(&rendered, false).unwrap();
-    let config = EngineConfig { kv_cache_memory: Some(64 << 20), ..EngineConfig::default() };
+    let config = EngineConfig { kv_cache_memory: Some(ByteSize(64 << 20)), ..EngineConfig::default() };
     let mut engine = Engine::new(model, &config).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let request = GenerateRequest { id: "paris".into(), prompt, params: SamplingParams::greedy(12), priority: 0 };

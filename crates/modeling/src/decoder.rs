@@ -176,12 +176,6 @@ pub struct Decoder {
     fused: bool,
 }
 
-/// Fused kernels run unless `SCONCE_UNFUSED=1` (on CPU their reference code is ~4% faster per
-/// decode step than candle's separate ops).
-fn use_fused(_device: &Device) -> bool {
-    std::env::var("SCONCE_UNFUSED").map_or(true, |v| v != "1")
-}
-
 impl Decoder {
     /// Loads the weights under Hugging Face names (`model.layers.N.self_attn.q_proj.weight`, ...).
     pub fn load(vb: VarBuilder, config: &ModelConfig, rope_freq_factors: Option<&[f32]>) -> Result<Self> {
@@ -206,7 +200,9 @@ impl Decoder {
             lm_head,
             rope,
             dtype,
-            fused: use_fused(vb.device()),
+            // On by default (on CPU their reference code is ~4% faster per decode step than
+            // candle's separate ops); the engine's `unfused` switch turns them off.
+            fused: true,
             device: vb.device().clone(),
         })
     }
@@ -238,7 +234,7 @@ impl Decoder {
         self.lm_head.quantize_q8(tied)
     }
 
-    /// Turns the fused-kernel path on or off (on by default on GPUs; tests use it on the CPU).
+    /// Turns the fused-kernel path on or off (on by default).
     pub fn set_fused(&mut self, fused: bool) {
         self.fused = fused;
     }

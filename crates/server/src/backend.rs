@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sconce_engine::{EngineConfig, EngineHandle, LoadOptions};
+use sconce_engine::{EngineHandle, ModelFrontend};
 use sconce_protocol::ApiError;
 use sconce_text::{ChatMessage, Tokenizer};
 
@@ -14,20 +14,19 @@ pub use sconce_engine::{
 
 use crate::config::Config;
 
-/// A loaded model behind its engine loop. Cheap to clone.
+/// A loaded model behind its engine loop, with its text side. Cheap to clone.
 #[derive(Clone)]
 pub struct Backend {
     handle: EngineHandle,
+    frontend: Arc<ModelFrontend>,
 }
 
 impl Backend {
     /// Loads the model named in `config` and starts the engine (on a blocking thread).
     pub async fn launch(config: &Config) -> anyhow::Result<Self> {
-        let model = config.model.name.clone();
-        let load = load_options(config);
-        let engine = engine_config(config);
-        let handle = tokio::task::spawn_blocking(move || sconce_engine::launch(&model, &load, engine)).await??;
-        Ok(Self { handle })
+        let (load, engine) = (config.model.clone(), config.engine.clone());
+        let (handle, frontend) = tokio::task::spawn_blocking(move || sconce_engine::launch(&load, engine)).await??;
+        Ok(Self { handle, frontend: Arc::new(frontend) })
     }
 
     pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
@@ -44,9 +43,8 @@ impl Backend {
 
     /// Tokenizes a completion prompt, adding BOS (once).
     pub fn encode_text(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
-        let tokenizer = self.tokenizer();
-        tokenizer
-            .encode_prompt(text, add_special_tokens && tokenizer.add_bos_by_default())
+        self.frontend
+            .encode_text(text, add_special_tokens)
             .map_err(|e| ApiError::invalid_param("prompt", e.to_string()))
     }
 
@@ -59,12 +57,9 @@ impl Backend {
     ) -> Result<Vec<u32>, ApiError> {
         let messages: Vec<ChatMessage> =
             messages.into_iter().map(|(role, content)| ChatMessage::new(role, content)).collect();
-        let rendered = self
-            .handle
-            .chat_template()
-            .render(&messages, add_generation_prompt)
-            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
-        self.tokenizer().encode_prompt(&rendered, false).map_err(|e| ApiError::invalid_param("messages", e.to_string()))
+        self.frontend
+            .encode_chat(&messages, add_generation_prompt)
+            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ApiError> {
@@ -80,8 +75,13 @@ impl Backend {
         self.handle.shutdown();
     }
 
+    /// The model's tokenizer, chat template and EOS ids.
+    pub fn frontend(&self) -> &ModelFrontend {
+        &self.frontend
+    }
+
     fn tokenizer(&self) -> &Arc<Tokenizer> {
-        self.handle.tokenizer()
+        &self.frontend.tokenizer
     }
 }
 
@@ -95,33 +95,5 @@ impl TokenText {
             Ok(text) => text,
             Err(_) => self.0.id_to_token(id).unwrap_or_default(),
         }
-    }
-}
-
-fn load_options(config: &Config) -> LoadOptions {
-    LoadOptions {
-        device: config.model.device.clone(),
-        dtype: config.model.dtype.clone(),
-        quantization: config.model.quantization.clone(),
-        served_model_name: config.model.served_model_name.clone(),
-        allow_hub: config.model.allow_hub,
-        load_format: config.model.load_format.clone(),
-        model_config: config.model.model_config.clone(),
-    }
-}
-
-fn engine_config(config: &Config) -> EngineConfig {
-    let engine = &config.engine;
-    EngineConfig {
-        max_num_seqs: engine.max_num_seqs,
-        max_num_batched_tokens: engine.max_num_batched_tokens,
-        block_size: engine.block_size,
-        kv_cache_memory: engine.kv_cache_memory.map(|size| size.bytes()),
-        kv_cache_memory_fraction: engine.kv_cache_memory_fraction,
-        gpu_memory_utilization: engine.gpu_memory_utilization,
-        max_waiting_requests: engine.max_waiting_requests,
-        enable_prefix_caching: engine.enable_prefix_caching,
-        max_model_len: engine.max_model_len,
-        ..EngineConfig::default()
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use sconce_engine::{Delta, Engine, EngineConfig, GenerateRequest, SamplingParams};
+use sconce_engine::{ByteSize, Delta, Engine, EngineConfig, GenerateRequest, SamplingParams};
 use sconce_modeling::{load_hf_folder, Decoder, LoadedModel, ReferenceAttention};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -78,7 +78,7 @@ pub fn argmax(v: &[f32]) -> u32 {
 pub fn config(blocks_bytes: u64, block_size: usize, budget: usize) -> EngineConfig {
     EngineConfig {
         block_size,
-        kv_cache_memory: Some(blocks_bytes),
+        kv_cache_memory: Some(ByteSize(blocks_bytes)),
         max_num_batched_tokens: budget,
         max_num_seqs: 8,
         capture_logits: true,

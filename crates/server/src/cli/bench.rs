@@ -5,12 +5,18 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use sconce_engine::{launch, EngineConfig, EngineHandle, GenerateRequest, SamplingParams};
+use sconce_engine::{launch, ByteSize, EngineConfig, EngineHandle, GenerateRequest, LoadOptions, SamplingParams};
 
+use crate::config::Overrides;
+
+/// Model and engine flags are those of `serve` (with their `SCONCE_*` variables); the KV cache
+/// defaults to 512 MiB here and prefix caching is off.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: Overrides<LoadOptions>,
+    #[command(flatten)]
+    pub engine: Overrides<EngineConfig>,
     /// Comma-separated concurrency levels.
     #[arg(long, default_value = "1,4,16", value_delimiter = ',')]
     pub concurrency: Vec<usize>,
@@ -20,16 +26,6 @@ pub struct BenchArgs {
     pub input_len: usize,
     #[arg(long, default_value_t = 128)]
     pub output_len: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long)]
-    pub dtype: Option<String>,
-    #[command(flatten)]
-    pub load_format: super::load::LoadFormatArgs,
-    #[arg(long, default_value_t = 512 << 20)]
-    pub kv_cache_memory: u64,
-    #[arg(long, default_value_t = 2048)]
-    pub max_num_batched_tokens: usize,
     /// Print one JSON line per level instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -42,16 +38,20 @@ struct Sample {
     output_tokens: usize,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let load = args.load_format.options(&args.device, args.dtype.clone());
-    let config = EngineConfig {
-        kv_cache_memory: Some(args.kv_cache_memory),
-        max_num_batched_tokens: args.max_num_batched_tokens,
+/// The engine settings of a bench run before flags: a 512 MiB KV cache and no prefix cache.
+fn bench_engine_defaults() -> EngineConfig {
+    EngineConfig {
+        kv_cache_memory: Some(ByteSize(512 << 20)),
         // Random prompts share no prefix; keep the cache from helping across levels.
         enable_prefix_caching: false,
         ..EngineConfig::default()
-    };
-    let engine = launch(&args.model, &load, config)?;
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let load = args.model.over(LoadOptions::default())?;
+    let config = args.engine.over(bench_engine_defaults())?;
+    let (engine, _frontend) = launch(&load, config)?;
     let vocab = engine.model_info().vocab_size as u32;
     if !args.json {
         println!("| concurrency | requests | output tok/s | TTFT p50 ms | TPOT p50 ms | peak RSS MiB | KV waste % |");

@@ -3,14 +3,19 @@
 use std::io::Write;
 
 use clap::Args;
-use sconce_engine::{launch, EngineConfig, GenerateRequest, SamplingParams};
+use sconce_engine::{launch, ByteSize, EngineConfig, GenerateRequest, LoadOptions, ModelFrontend, SamplingParams};
 use sconce_text::ChatMessage;
 
+use crate::config::Overrides;
+
+/// Model and engine flags are those of `serve` (with their `SCONCE_*` variables); the KV cache
+/// defaults to 256 MiB here.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Catalog name, Hugging Face Hub id, or local path (HF folder or .gguf file).
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: Overrides<LoadOptions>,
+    #[command(flatten)]
+    pub engine: Overrides<EngineConfig>,
     #[arg(long)]
     pub prompt: String,
     /// Wrap the prompt as a user message in the model's chat template.
@@ -37,15 +42,6 @@ pub struct GenerateArgs {
     pub stop: Vec<String>,
     #[arg(long)]
     pub ignore_eos: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long)]
-    pub dtype: Option<String>,
-    #[command(flatten)]
-    pub load_format: super::load::LoadFormatArgs,
-    /// KV cache size in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
-    pub kv_cache_memory: u64,
     /// Print timing to stderr at the end.
     #[arg(long)]
     pub stats: bool,
@@ -69,20 +65,11 @@ impl GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let load = args.load_format.options(&args.device, args.dtype.clone());
-    let config = EngineConfig { kv_cache_memory: Some(args.kv_cache_memory), ..EngineConfig::default() };
-    let engine = launch(&args.model, &load, config)?;
-    let prompt = if args.chat {
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::new("system", system.clone()));
-        }
-        messages.push(ChatMessage::new("user", args.prompt.clone()));
-        let rendered = engine.chat_template().render(&messages, true)?;
-        engine.tokenizer().encode_prompt(&rendered, engine.tokenizer().add_bos_by_default())?
-    } else {
-        engine.tokenizer().encode_prompt(&args.prompt, engine.tokenizer().add_bos_by_default())?
-    };
+    let load = args.model.over(LoadOptions::default())?;
+    let engine_defaults = EngineConfig { kv_cache_memory: Some(ByteSize(256 << 20)), ..EngineConfig::default() };
+    let config = args.engine.over(engine_defaults)?;
+    let (engine, frontend) = launch(&load, config)?;
+    let prompt = prompt_tokens(&args, &frontend)?;
     let request = GenerateRequest { id: "generate".into(), prompt, params: args.sampling(), priority: 0 };
     let mut stream = engine.submit(request)?;
     let mut stdout = std::io::stdout().lock();
@@ -104,4 +91,19 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     writeln!(stdout)?;
     engine.shutdown();
     Ok(())
+}
+
+/// The prompt as tokens: plain, or as a user message (after an optional system one) in the
+/// chat template; BOS as the model wants it.
+fn prompt_tokens(args: &GenerateArgs, frontend: &ModelFrontend) -> anyhow::Result<Vec<u32>> {
+    if !args.chat {
+        return Ok(frontend.encode_text(&args.prompt, true)?);
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(ChatMessage::new("system", system.clone()));
+    }
+    messages.push(ChatMessage::new("user", args.prompt.clone()));
+    let rendered = frontend.chat_template.render(&messages, true)?;
+    Ok(frontend.encode_text(&rendered, true)?)
 }

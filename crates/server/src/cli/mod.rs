@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod generate;
 pub mod keys;
-pub mod load;
 pub mod models;
 pub mod prompts;
 pub mod serve;
@@ -44,5 +43,16 @@ pub fn run() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Prompts(args) => prompts::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Catches flags of flattened settings that clash (the same id or name twice).
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -7,19 +7,16 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, EngineArgs, ModelArgs, ServerArgs};
+use crate::config::{Config, Overrides};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeCommand {
     /// TOML config file (default: config/sconce.toml when it exists).
     #[arg(long, env = "SCONCE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Every config key that has a flag (and a `SCONCE_*` variable).
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-    #[command(flatten)]
-    pub server: ServerArgs,
+    pub settings: Overrides<Config>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -29,9 +26,7 @@ impl ServeCommand {
     /// Defaults, then the file, then environment and flags.
     pub fn resolve(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
-        config.apply_model_args(&self.model);
-        config.apply_engine_args(&self.engine);
-        config.apply_server_args(&self.server);
+        self.settings.apply(&mut config)?;
         Ok(config)
     }
 
@@ -114,7 +109,7 @@ mod tests {
         ]);
         assert_eq!(config.engine.kv_cache_memory.map(|size| size.bytes()), Some(64 << 20));
         assert_eq!(config.engine.max_num_batched_tokens, 512);
-        assert_eq!(config.model.device, "cuda:1");
+        assert_eq!(config.model.device, crate::config::DeviceSpec::Cuda(1));
         assert_eq!(config.served_name(), "tiny");
         assert_eq!(config.log.format, crate::config::LogFormat::Json);
     }
