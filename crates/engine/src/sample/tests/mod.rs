@@ -332,3 +332,5 @@ fn sampled_logprob_comes_from_raw_logits() {
 }
 
 mod nucleus;
+
+use nucleus::naive_nucleus;

@@ -11,7 +11,7 @@ fn weights(logits: &[f32], inv_temp: f32) -> Vec<f32> {
 }
 
 /// Reference nucleus: full sort in rank order of the same weights.
-fn naive_nucleus(logits: &[f32], inv_temp: f32, top_p: f32) -> Vec<u32> {
+pub(super) fn naive_nucleus(logits: &[f32], inv_temp: f32, top_p: f32) -> Vec<u32> {
     let w = weights(logits, inv_temp);
     let mut w: Vec<(f32, u32)> = w.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
     w.sort_by(rank_cmp);
