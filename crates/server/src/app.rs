@@ -5,6 +5,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
+use tower::util::MapRequestLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
@@ -102,14 +104,17 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), gateway_http::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
-        // Outermost last: assign the id, then trace with it.
+        // Outermost last: drop an invalid client id, make one where missing, trace with it,
+        // echo it back.
+        .layer(PropagateRequestIdLayer::new(request_id::header_name()))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
         )
-        .layer(axum::middleware::from_fn(request_id::assign))
+        .layer(SetRequestIdLayer::new(request_id::header_name(), request_id::NewId))
+        .layer(MapRequestLayer::new(request_id::drop_invalid::<axum::body::Body>))
         .with_state(state)
 }
 

@@ -18,7 +18,7 @@ use sconce_gateway::{Api, ApiRequest, Call, CallContext, Principal};
 
 use crate::gateway::http::Caller;
 use crate::http::HttpError;
-use crate::request_id::{self, RequestId};
+use crate::request_id;
 use crate::state::AppState;
 
 /// The call's context from the request head: its id, caller, hints and trace parent.
@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for CallHead {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Infallible> {
-        let id = parts.extensions.get::<RequestId>().map_or_else(request_id::generate, |id| id.0.clone());
+        let id = request_id::from_headers(&parts.headers);
         let mut ctx = match parts.extensions.get::<Caller>() {
             Some(caller) => {
                 let ctx = CallContext::received_at(id, caller.principal.clone(), caller.received);
