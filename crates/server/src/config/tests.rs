@@ -17,14 +17,6 @@ fn error_of(toml: &str) -> String {
 }
 
 #[test]
-fn sizes_parse_with_and_without_units() {
-    assert_eq!("1048576".parse::<ByteSize>().unwrap().bytes(), 1 << 20);
-    assert_eq!("512MiB".parse::<ByteSize>().unwrap().bytes(), 512 << 20);
-    assert_eq!("2GB".parse::<ByteSize>().unwrap().bytes(), 2_000_000_000);
-    assert!("3 parsecs".parse::<ByteSize>().is_err());
-}
-
-#[test]
 fn file_values_override_defaults_and_flags_override_the_file() {
     let mut config =
         Config::from_toml("[server]\nport = 9000\nhost = \"0.0.0.0\"\n[engine]\nkv_cache_memory = \"1GiB\"\n").unwrap();

@@ -36,10 +36,13 @@ pub fn chunks<F: ResponseFormat>(
         for chunk in format.opening(deltas.choices()) {
             yield Ok(chunk);
         }
+        // One waiter for the whole stream, not one registered per delta.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let next = tokio::select! {
                 biased;
-                () = cancel.cancelled() => None,
+                () = &mut cancelled => None,
                 delta = deltas.next() => Some(delta),
             };
             let Some(delta) = next else {
