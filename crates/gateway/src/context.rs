@@ -1,6 +1,7 @@
 //! What every stage knows about one request besides its body: who sent it, its id,
 //! hints from headers, facts earlier stages settled, and the journal later ones fill in.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,39 @@ pub struct Journal {
     pub prompt: OnceLock<PromptTag>,
     /// Stage enter/exit times, for the request's trace (only while spans are exported).
     pub stages: StageLog,
+    /// Tokens known so far, updated by the backend as they are generated: what a
+    /// cancelled or failed request is billed for, and what the ledger flushes in flight.
+    pub live: LiveUsage,
+}
+
+/// Running token counts of one request (all choices together).
+#[derive(Debug, Default)]
+pub struct LiveUsage {
+    prompt: AtomicU64,
+    cached: AtomicU64,
+    completion: AtomicU64,
+}
+
+impl LiveUsage {
+    /// Sets the prompt's token count (and how many of them hit the prefix cache).
+    pub fn set_prompt(&self, prompt: u64, cached: u64) {
+        self.prompt.store(prompt, Ordering::Relaxed);
+        self.cached.store(cached, Ordering::Relaxed);
+    }
+
+    /// Counts `tokens` more generated tokens.
+    pub fn add_completion(&self, tokens: u64) {
+        self.completion.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    /// (prompt, cached, completion) tokens so far.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.prompt.load(Ordering::Relaxed),
+            self.cached.load(Ordering::Relaxed),
+            self.completion.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Journal {

@@ -36,7 +36,7 @@ pub use api::{
     reply_id, with_headers, Api, Backend, Call, CallResult, Chat, Completions, Endpoint, ExtraHeaders, Failure,
     Outcome, Reply, ReplyStream, Service, Upstream,
 };
-pub use context::{BackendTimings, CallContext, Journal, Principal};
+pub use context::{BackendTimings, CallContext, Journal, LiveUsage, Principal};
 pub use endpoint::{ApiReply, ApiRequest};
 pub use error::GatewayError;
 pub use ops::Gateway;
