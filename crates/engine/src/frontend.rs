@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sconce_modeling::LoadedModel;
-use sconce_text::{ChatMessage, ChatTemplate, TextError, Tokenizer};
+use sconce_text::{ChatMessage, ChatTemplate, ContentSpecials, TextError, Tokenizer};
 
 /// What a caller needs to turn text into prompt tokens and tokens back into text.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub struct ModelFrontend {
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: ChatTemplate,
     pub eos_token_ids: Vec<u32>,
+    /// How special-token strings in message contents are read.
+    pub content_specials: ContentSpecials,
 }
 
 impl ModelFrontend {
@@ -21,6 +23,7 @@ impl ModelFrontend {
             tokenizer: model.tokenizer.clone(),
             chat_template: model.chat_template.clone(),
             eos_token_ids: model.eos_token_ids.clone(),
+            content_specials: ContentSpecials::Text,
         }
     }
 
@@ -29,9 +32,10 @@ impl ModelFrontend {
         self.tokenizer.encode_prompt(text, add_special_tokens && self.tokenizer.add_bos_by_default())
     }
 
-    /// Renders `messages` with the chat template and tokenizes them (the template writes BOS).
+    /// Renders `messages` with the chat template and tokenizes them (the template writes BOS);
+    /// special-token strings in the contents are read as `content_specials` says.
     pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, TextError> {
-        let rendered = self.chat_template.render(messages, add_generation_prompt)?;
-        self.tokenizer.encode_prompt(&rendered, false)
+        let (template, tokenizer) = (&self.chat_template, &self.tokenizer);
+        sconce_text::encode_chat(template, tokenizer, messages, add_generation_prompt, self.content_specials)
     }
 }

@@ -58,7 +58,10 @@ pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<(EngineHandle,
     if let Some(name) = &load.served_model_name {
         loaded.name = name.clone();
     }
-    let frontend = ModelFrontend::of(&loaded);
+    let mut frontend = ModelFrontend::of(&loaded);
+    if load.parse_special_in_content {
+        frontend.content_specials = sconce_text::ContentSpecials::Parse;
+    }
     let max_waiting = config.max_waiting_requests;
     let engine = Engine::new(loaded, &config)?;
     Ok((EngineHandle::spawn(engine, max_waiting)?, frontend))

@@ -42,6 +42,10 @@ pub struct LoadOptions {
     #[arg(long, env = "SCONCE_UNFUSED", action = ArgAction::Set, num_args = 0..=1,
         default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub unfused: bool,
+    /// Reads special-token strings in chat message contents as control tokens (the old
+    /// behaviour); by default they are plain text and only the template's markers are special.
+    #[arg(long, env = "SCONCE_PARSE_SPECIAL_IN_CONTENT", action = ArgAction::Set, value_name = "BOOL")]
+    pub parse_special_in_content: bool,
 }
 
 impl Default for LoadOptions {
@@ -56,6 +60,7 @@ impl Default for LoadOptions {
             load_format: LoadFormat::Auto,
             model_config: None,
             unfused: false,
+            parse_special_in_content: false,
         }
     }
 }

@@ -28,7 +28,8 @@ pub fn validate_request(req: &GenerateRequest, info: &ModelInfo) -> Result<(), E
         return Err(invalid("logit_bias", "token id outside the vocabulary"));
     }
     check_sampling(req)?;
-    let requested = req.prompt.len() + p.max_tokens;
+    // Saturates: `max_tokens` may be as large as `usize::MAX`.
+    let requested = req.prompt.len().saturating_add(p.max_tokens);
     if requested > info.max_model_len {
         return Err(EngineError::ContextLengthExceeded {
             max: info.max_model_len,
@@ -64,4 +65,21 @@ fn check_sampling(req: &GenerateRequest) -> Result<(), EngineError> {
         return Err(invalid("logprobs", "at most 20 alternatives"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SamplingParams;
+
+    #[test]
+    fn a_huge_max_tokens_exceeds_the_context_without_overflowing() {
+        let info = ModelInfo { name: "m".into(), max_model_len: 64, vocab_size: 10, block_size: 16 };
+        let params = SamplingParams { max_tokens: usize::MAX, ..SamplingParams::default() };
+        let req = GenerateRequest { id: "r".into(), prompt: vec![1, 2, 3], params, priority: 0 };
+        match validate_request(&req, &info) {
+            Err(EngineError::ContextLengthExceeded { requested, .. }) => assert_eq!(requested, usize::MAX),
+            other => panic!("expected a context error, got {other:?}"),
+        }
+    }
 }

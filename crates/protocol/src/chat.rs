@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{SamplingOptions, Usage};
+use crate::common::{check_max_tokens, SamplingOptions, Usage};
 use crate::error::ApiError;
+use crate::limits::RequestLimits;
 use crate::logprobs::ChatLogprobs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,16 +136,16 @@ impl ChatCompletionRequest {
         self.logprobs.unwrap_or(false).then(|| self.top_logprobs.unwrap_or(0))
     }
 
-    pub fn validate(&self) -> Result<(), ApiError> {
-        self.sampling.validate()?;
+    pub fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
+        limits.check_model(self.model.as_deref())?;
+        self.sampling.validate(limits)?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid_param("messages", "messages must not be empty"));
         }
-        if self.max_completion_tokens == Some(0) {
-            return Err(ApiError::invalid_param("max_completion_tokens", "must be at least 1"));
-        }
-        if self.top_logprobs.is_some_and(|top| top > crate::common::MAX_TOP_LOGPROBS) {
-            return Err(ApiError::invalid_param("top_logprobs", "top_logprobs must be in 0..=20"));
+        check_max_tokens("max_completion_tokens", self.max_completion_tokens)?;
+        if self.top_logprobs.is_some_and(|top| top > limits.max_top_logprobs) {
+            let message = format!("top_logprobs must be in 0..={}", limits.max_top_logprobs);
+            return Err(ApiError::invalid_param("top_logprobs", message));
         }
         if self.top_logprobs.is_some() && self.logprobs != Some(true) {
             return Err(ApiError::invalid_param("top_logprobs", "top_logprobs needs logprobs: true"));
@@ -257,7 +258,26 @@ mod tests {
         );
         assert_eq!(req.max_tokens(), Some(7));
         let req = request(json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}));
-        assert_eq!(req.validate().unwrap_err().param.as_deref(), Some("tools"));
+        assert_eq!(req.validate(&RequestLimits::default()).unwrap_err().param.as_deref(), Some("tools"));
+    }
+
+    #[test]
+    fn top_logprobs_max_completion_tokens_and_model_are_bounded() {
+        let limits = RequestLimits::default();
+        let base = json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true});
+        let with = |key: &str, value: serde_json::Value| {
+            let mut body = base.clone();
+            body[key] = value;
+            request(body).validate(&limits).err().and_then(|err| err.param)
+        };
+        assert_eq!(with("top_logprobs", json!(20)), None);
+        assert_eq!(with("top_logprobs", json!(21)).as_deref(), Some("top_logprobs"));
+        assert_eq!(with("max_completion_tokens", json!(u64::MAX)).as_deref(), Some("max_completion_tokens"));
+        assert_eq!(with("model", json!("m".repeat(257))).as_deref(), Some("model"));
+        let tight = RequestLimits { max_top_logprobs: 5, ..RequestLimits::default() };
+        let mut body = base.clone();
+        body["top_logprobs"] = json!(6);
+        assert!(request(body).validate(&tight).is_err());
     }
 
     #[test]

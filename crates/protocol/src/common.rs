@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::limits::{RequestLimits, MAX_TOKENS_CEILING};
+use crate::logit_bias::parse_logit_bias;
 
 /// `stop` may be one string or a list of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,11 +93,6 @@ pub struct SamplingOptions {
     pub response_format: Option<serde_json::Value>,
 }
 
-/// Most top alternatives a request may ask for per token.
-pub const MAX_TOP_LOGPROBS: usize = 20;
-/// Most choices a request may ask for.
-pub const MAX_CHOICES: usize = 128;
-
 impl SamplingOptions {
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
@@ -109,32 +106,24 @@ impl SamplingOptions {
         self.n.unwrap_or(1)
     }
 
-    /// Parses `logit_bias` keys into token ids.
-    pub fn parsed_logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
-        let Some(bias) = &self.logit_bias else {
-            return Ok(Vec::new());
-        };
-        let mut parsed = Vec::with_capacity(bias.len());
-        for (key, &value) in bias {
-            let token = key
-                .parse::<u32>()
-                .map_err(|_| ApiError::invalid_param("logit_bias", format!("`{key}` is not a token id")))?;
-            if !(-100.0..=100.0).contains(&value) {
-                return Err(ApiError::invalid_param(
-                    "logit_bias",
-                    format!("bias {value} for token {token} is outside [-100, 100]"),
-                ));
-            }
-            parsed.push((token, value));
+    /// `logit_bias` as `(token id, bias)` pairs sorted by id (see [`parse_logit_bias`]).
+    pub fn parsed_logit_bias(
+        &self,
+        limits: &RequestLimits,
+        vocab_size: Option<usize>,
+    ) -> Result<Vec<(u32, f32)>, ApiError> {
+        match &self.logit_bias {
+            Some(bias) => parse_logit_bias(bias, limits.max_logit_bias, vocab_size),
+            None => Ok(Vec::new()),
         }
-        parsed.sort_by_key(|&(token, _)| token);
-        Ok(parsed)
     }
 
-    /// Checks ranges and refuses what Sconce cannot do yet.
-    pub fn validate(&self) -> Result<(), ApiError> {
-        self.validate_counts()?;
-        check_range("temperature", self.temperature, 0.0, f32::MAX)?;
+    /// Checks ranges and `limits`, and refuses what Sconce cannot do yet.
+    pub fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
+        self.validate_counts(limits)?;
+        self.validate_stops(limits)?;
+        // As OpenAI: temperature in [0, 2].
+        check_range("temperature", self.temperature, 0.0, 2.0)?;
         check_range("top_p", self.top_p, f32::MIN_POSITIVE, 1.0)?;
         check_range("min_p", self.min_p, 0.0, 1.0)?;
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
@@ -143,21 +132,22 @@ impl SamplingOptions {
         if self.top_k.is_some_and(|top_k| top_k < -1) {
             return Err(ApiError::invalid_param("top_k", "top_k must be -1, 0 or positive"));
         }
-        self.parsed_logit_bias()?;
+        let user_len = self.user.as_deref().map_or(0, str::len);
+        RequestLimits::check_at_most("user", "the length of `user` in bytes", user_len, limits.max_user_bytes)?;
+        self.parsed_logit_bias(limits, None)?;
         validate_response_format(self.response_format.as_ref())
     }
 
-    fn validate_counts(&self) -> Result<(), ApiError> {
+    fn validate_counts(&self, limits: &RequestLimits) -> Result<(), ApiError> {
         let n = self.choices();
-        if n == 0 || n > MAX_CHOICES {
-            return Err(ApiError::invalid_param("n", format!("n must be in 1..={MAX_CHOICES}")));
+        if n == 0 || n > limits.max_n {
+            return Err(ApiError::invalid_param("n", format!("n must be in 1..={}", limits.max_n)));
         }
         if self.best_of.is_some_and(|best_of| best_of != n) {
             return Err(ApiError::invalid_param("best_of", "best_of is supported only when it equals n"));
         }
-        if self.max_tokens == Some(0) {
-            return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1"));
-        }
+        check_max_tokens("max_tokens", self.max_tokens)?;
+        check_max_tokens("min_tokens", self.min_tokens.filter(|&min| min > 0))?;
         if self.stream_options.is_some() && !self.is_stream() {
             return Err(ApiError::invalid_param(
                 "stream_options",
@@ -165,6 +155,30 @@ impl SamplingOptions {
             ));
         }
         Ok(())
+    }
+
+    fn validate_stops(&self, limits: &RequestLimits) -> Result<(), ApiError> {
+        let stops = match &self.stop {
+            None => &[][..],
+            Some(StopSpec::One(stop)) => std::slice::from_ref(stop),
+            Some(StopSpec::Many(stops)) => stops.as_slice(),
+        };
+        RequestLimits::check_at_most("stop", "the number of stop strings", stops.len(), limits.max_stop)?;
+        let longest = stops.iter().map(String::len).max().unwrap_or(0);
+        RequestLimits::check_at_most("stop", "the longest stop string in bytes", longest, limits.max_stop_bytes)?;
+        let ids = self.stop_token_ids.as_ref().map_or(0, Vec::len);
+        RequestLimits::check_at_most("stop_token_ids", "the number of stop_token_ids", ids, limits.max_stop_token_ids)
+    }
+}
+
+/// `max_tokens`-like counts are at least 1 and at most [`MAX_TOKENS_CEILING`].
+pub(crate) fn check_max_tokens(param: &str, value: Option<usize>) -> Result<(), ApiError> {
+    match value {
+        Some(0) => Err(ApiError::invalid_param(param, format!("{param} must be at least 1"))),
+        Some(value) if value > MAX_TOKENS_CEILING => {
+            Err(ApiError::invalid_param(param, format!("{param} must be at most {MAX_TOKENS_CEILING}")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -198,6 +212,12 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    fn refused_param(value: serde_json::Value) -> String {
+        let err = options(value.clone()).validate(&RequestLimits::default()).expect_err(&value.to_string());
+        assert_eq!((err.status, err.kind), (400, "invalid_request_error"));
+        err.param.unwrap_or_default()
+    }
+
     #[test]
     fn stop_accepts_a_string_or_a_list() {
         assert_eq!(options(json!({"stop": "x"})).stop.unwrap().to_vec(), vec!["x"]);
@@ -206,35 +226,72 @@ mod tests {
 
     #[test]
     fn best_of_must_equal_n() {
-        assert!(options(json!({"n": 2, "best_of": 2})).validate().is_ok());
-        let err = options(json!({"n": 1, "best_of": 3})).validate().unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("best_of"));
+        assert!(options(json!({"n": 2, "best_of": 2})).validate(&RequestLimits::default()).is_ok());
+        assert_eq!(refused_param(json!({"n": 1, "best_of": 3})), "best_of");
     }
 
     #[test]
     fn json_schema_response_format_is_refused() {
-        assert!(options(json!({"response_format": {"type": "text"}})).validate().is_ok());
-        let err = options(json!({"response_format": {"type": "json_object"}})).validate().unwrap_err();
+        let limits = RequestLimits::default();
+        assert!(options(json!({"response_format": {"type": "text"}})).validate(&limits).is_ok());
+        let err = options(json!({"response_format": {"type": "json_object"}})).validate(&limits).unwrap_err();
         assert_eq!(err.status, 400);
         assert!(err.message.contains("constrained decoding"));
     }
 
     #[test]
-    fn out_of_range_values_are_refused() {
-        for bad in [
-            json!({"top_p": 0.0}),
-            json!({"temperature": -1}),
-            json!({"n": 0}),
-            json!({"logit_bias": {"abc": 1}}),
-            json!({"logit_bias": {"5": 101}}),
+    fn out_of_range_values_name_their_parameter() {
+        for (bad, param) in [
+            (json!({"top_p": 0.0}), "top_p"),
+            (json!({"top_p": 1.5}), "top_p"),
+            (json!({"temperature": -1}), "temperature"),
+            (json!({"temperature": 2.01}), "temperature"),
+            (json!({"temperature": 1e9}), "temperature"),
+            (json!({"presence_penalty": 2.5}), "presence_penalty"),
+            (json!({"frequency_penalty": -3}), "frequency_penalty"),
+            (json!({"n": 0}), "n"),
+            (json!({"n": 129}), "n"),
+            (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"5": 101}}), "logit_bias"),
+            (json!({"logit_bias": {"5": 1, "+5": 2}}), "logit_bias"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"max_tokens": u64::MAX}), "max_tokens"),
+            (json!({"min_tokens": u64::MAX}), "min_tokens"),
+            (json!({"user": "u".repeat(257)}), "user"),
         ] {
-            assert!(options(bad.clone()).validate().is_err(), "{bad} was accepted");
+            assert_eq!(refused_param(bad.clone()), param, "{bad}");
         }
+        assert!(options(json!({"temperature": 2.0, "max_tokens": MAX_TOKENS_CEILING}))
+            .validate(&RequestLimits::default())
+            .is_ok());
+    }
+
+    #[test]
+    fn stop_strings_and_ids_are_bounded() {
+        let limits = RequestLimits::default();
+        let sixteen: Vec<String> = (0..16).map(|i| i.to_string()).collect();
+        assert!(options(json!({"stop": sixteen, "stop_token_ids": vec![1; 64]})).validate(&limits).is_ok());
+        let seventeen: Vec<String> = (0..17).map(|i| i.to_string()).collect();
+        assert_eq!(refused_param(json!({"stop": seventeen})), "stop");
+        assert_eq!(refused_param(json!({"stop": "s".repeat(257)})), "stop");
+        assert_eq!(refused_param(json!({"stop": ["ok", "s".repeat(257)]})), "stop");
+        assert_eq!(refused_param(json!({"stop_token_ids": vec![1; 65]})), "stop_token_ids");
+    }
+
+    #[test]
+    fn limits_come_from_the_config() {
+        let tight = RequestLimits { max_n: 2, max_stop: 1, max_logit_bias: 1, ..RequestLimits::default() };
+        assert_eq!(options(json!({"n": 3})).validate(&tight).unwrap_err().param.as_deref(), Some("n"));
+        assert!(options(json!({"stop": ["a", "b"]})).validate(&tight).is_err());
+        assert!(options(json!({"logit_bias": {"1": 1, "2": 1}})).validate(&tight).is_err());
+        assert!(options(json!({"n": 2, "stop": "a", "logit_bias": {"1": 1}})).validate(&tight).is_ok());
     }
 
     #[test]
     fn logit_bias_keys_become_token_ids() {
-        let parsed = options(json!({"logit_bias": {"7": -100, "3": 5}})).parsed_logit_bias().unwrap();
+        let sampling = options(json!({"logit_bias": {"7": -100, "03": 5}}));
+        let parsed = sampling.parsed_logit_bias(&RequestLimits::default(), Some(8)).unwrap();
         assert_eq!(parsed, vec![(3, 5.0), (7, -100.0)]);
+        assert!(sampling.parsed_logit_bias(&RequestLimits::default(), Some(7)).is_err());
     }
 }

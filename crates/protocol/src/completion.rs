@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{SamplingOptions, Usage, MAX_TOP_LOGPROBS};
+use crate::common::{SamplingOptions, Usage};
 use crate::error::ApiError;
+use crate::limits::RequestLimits;
 use crate::logprobs::CompletionLogprobs;
 
 /// A prompt: text, texts, token ids, or lists of token ids. Each list entry is its own prompt.
@@ -59,24 +60,33 @@ impl CompletionRequest {
         self.echo.unwrap_or(false)
     }
 
-    pub fn validate(&self) -> Result<(), ApiError> {
-        self.sampling.validate()?;
-        if self.logprobs.is_some_and(|count| count > MAX_TOP_LOGPROBS) {
-            return Err(ApiError::invalid_param("logprobs", "logprobs must be in 0..=20"));
+    /// How many prompts the request holds (a batch or one).
+    pub fn prompt_count(&self) -> usize {
+        match &self.prompt {
+            Prompt::Text(_) | Prompt::Tokens(_) => 1,
+            Prompt::Texts(list) => list.len(),
+            Prompt::TokenLists(list) => list.len(),
+        }
+    }
+
+    pub fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
+        limits.check_model(self.model.as_deref())?;
+        self.sampling.validate(limits)?;
+        if self.logprobs.is_some_and(|count| count > limits.max_top_logprobs) {
+            let message = format!("logprobs must be in 0..={}", limits.max_top_logprobs);
+            return Err(ApiError::invalid_param("logprobs", message));
         }
         if self.suffix.as_deref().is_some_and(|suffix| !suffix.is_empty()) {
             return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
         }
-        match &self.prompt {
-            Prompt::Texts(list) if list.is_empty() => Err(empty_prompt()),
-            Prompt::TokenLists(list) if list.is_empty() => Err(empty_prompt()),
-            _ => Ok(()),
+        let prompts = self.prompt_count();
+        if prompts == 0 {
+            return Err(ApiError::invalid_param("prompt", "prompt must not be empty"));
         }
+        RequestLimits::check_at_most("prompt", "the number of prompts", prompts, limits.max_prompts)?;
+        let choices = prompts.saturating_mul(self.sampling.choices());
+        RequestLimits::check_at_most("n", "the number of choices (prompts × n)", choices, limits.max_choices)
     }
-}
-
-fn empty_prompt() -> ApiError {
-    ApiError::invalid_param("prompt", "prompt must not be empty")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +136,25 @@ mod tests {
             serde_json::from_value(json!({"prompt": "x", "echo": true, "logprobs": 1, "max_tokens": 1})).unwrap();
         assert!(req.echo());
         assert_eq!(req.logprobs, Some(1));
-        assert!(req.validate().is_ok());
+        assert!(req.validate(&RequestLimits::default()).is_ok());
+    }
+
+    fn refused(value: serde_json::Value) -> Option<String> {
+        let req: CompletionRequest = serde_json::from_value(value).unwrap();
+        req.validate(&RequestLimits::default()).err().and_then(|err| err.param)
+    }
+
+    #[test]
+    fn prompt_lists_and_choices_are_bounded() {
+        let texts: Vec<String> = (0..128).map(|i| i.to_string()).collect();
+        assert_eq!(refused(json!({"prompt": texts})), None);
+        let texts: Vec<String> = (0..129).map(|i| i.to_string()).collect();
+        assert_eq!(refused(json!({"prompt": texts})).as_deref(), Some("prompt"));
+        let lists: Vec<Vec<u32>> = vec![vec![1]; 129];
+        assert_eq!(refused(json!({"prompt": lists})).as_deref(), Some("prompt"));
+        let lists: Vec<Vec<u32>> = vec![vec![1]; 3];
+        assert_eq!(refused(json!({"prompt": lists, "n": 128})).as_deref(), Some("n"));
+        assert_eq!(refused(json!({"prompt": [[1], [2]], "n": 128})), None);
+        assert_eq!(refused(json!({"prompt": "x", "logprobs": 21})).as_deref(), Some("logprobs"));
     }
 }

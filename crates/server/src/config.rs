@@ -35,6 +35,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[command(flatten)]
     pub log: LogConfig,
+    /// How much one request may ask for: stop strings, logit_bias, n, logprobs, lengths.
+    #[command(flatten)]
+    pub limits: sconce_protocol::RequestLimits,
     /// The LLMOps layer: keys, limits, metering and the usage ledger (file only).
     #[arg(skip)]
     pub gateway: sconce_gateway::config::GatewayConfig,

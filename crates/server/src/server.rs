@@ -21,6 +21,7 @@ pub fn settings(config: &Config) -> ServerSettings {
         max_request_body_bytes: usize::try_from(config.server.max_request_body_bytes.bytes()).unwrap_or(usize::MAX),
         vllm_compat_metrics: config.metrics.vllm_compat,
         model_aliases: vec![config.model.name.clone()],
+        limits: config.limits.clone(),
     }
 }
 

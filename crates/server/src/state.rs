@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sconce_gateway::{Gateway, Pipeline};
-use sconce_protocol::ApiError;
+use sconce_protocol::{ApiError, RequestLimits};
 
 use crate::backend::Backend;
 use crate::local::serving::Serving;
@@ -19,11 +19,18 @@ pub struct ServerSettings {
     pub vllm_compat_metrics: bool,
     /// Extra names accepted as `model` (e.g. the path the model was loaded from).
     pub model_aliases: Vec<String>,
+    /// How much one request may ask for (`[limits]`).
+    pub limits: RequestLimits,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { max_request_body_bytes: 8 << 20, vllm_compat_metrics: false, model_aliases: Vec::new() }
+        Self {
+            max_request_body_bytes: 8 << 20,
+            vllm_compat_metrics: false,
+            model_aliases: Vec::new(),
+            limits: RequestLimits::default(),
+        }
     }
 }
 
@@ -49,7 +56,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(settings: ServerSettings) -> Self {
-        let serving = Serving::new(settings.model_aliases.clone(), settings.vllm_compat_metrics);
+        let serving =
+            Serving::new(settings.model_aliases.clone(), settings.vllm_compat_metrics, settings.limits.clone());
         let bare = Pipeline::new(Vec::new(), Arc::new(LocalEngine::new(serving.clone())));
         let shared = Shared { settings, serving, bare, gateway: OnceLock::new(), started: unix_now() };
         Self { shared: Arc::new(shared) }

@@ -43,6 +43,7 @@ struct RaisedException(String);
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: Option<String>,
     eos_token: Option<String>,
 }
@@ -52,7 +53,12 @@ impl ChatTemplate {
     pub fn new(source: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self, TextError> {
         let mut env = hf_environment();
         env.add_template_owned(TEMPLATE_NAME, rewrite_generation_tags(source)).map_err(template_error)?;
-        Ok(Self { env, bos_token, eos_token })
+        Ok(Self { env, source: source.to_string(), bos_token, eos_token })
+    }
+
+    /// The template's source as given.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n`).
@@ -61,6 +67,7 @@ impl ChatTemplate {
         // surface as a "template not found" error when rendering.
         Self::new(CHATML_TEMPLATE, None, None).unwrap_or_else(|_| Self {
             env: hf_environment(),
+            source: String::new(),
             bos_token: None,
             eos_token: None,
         })

@@ -3,11 +3,14 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use tokenizers::PostProcessor;
 
 use crate::error::TextError;
 use crate::gguf_vocab::{build_gguf_tokenizer, GgufVocab};
+use crate::pieces::{AnchoredTokenizers, Piece};
 
 /// A loaded tokenizer (from `tokenizer.json` or a GGUF vocabulary).
 ///
@@ -18,6 +21,10 @@ pub struct Tokenizer {
     vocab_size: usize,
     bos: Option<(String, u32)>,
     add_bos_by_default: bool,
+    /// Finds the special tokens' strings in text.
+    specials: Option<AhoCorasick>,
+    /// Built on first use by [`Tokenizer::encode_pieces`].
+    anchored: OnceLock<Result<AnchoredTokenizers, String>>,
 }
 
 impl fmt::Debug for Tokenizer {
@@ -59,10 +66,38 @@ impl Tokenizer {
     fn from_inner(inner: tokenizers::Tokenizer, min_vocab_size: usize) -> Self {
         let added = inner.get_added_tokens_decoder();
         let special_ids = added.iter().filter(|(_, token)| token.special).map(|(id, _)| *id).collect();
+        let special_texts = added.values().filter(|token| token.special && !token.content.is_empty());
+        let patterns: Vec<&str> = special_texts.map(|token| token.content.as_str()).collect();
+        let specials = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(patterns).ok();
         let max_id = inner.get_vocab(true).values().copied().max();
         let vocab_size = max_id.map_or(0, |id| id as usize + 1).max(min_vocab_size);
         let add_bos_by_default = inner.get_post_processor().is_some_and(|post| post.added_tokens(false) > 0);
-        Self { inner, special_ids, vocab_size, bos: None, add_bos_by_default }
+        let anchored = OnceLock::new();
+        Self { inner, special_ids, vocab_size, bos: None, add_bos_by_default, specials, anchored }
+    }
+
+    /// Byte ranges of the special tokens' strings written in `text`, in order.
+    pub fn special_token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        let Some(specials) = &self.specials else { return Vec::new() };
+        specials.find_iter(text).map(|found| (found.start(), found.end())).collect()
+    }
+
+    /// Encodes `pieces` in order as one prompt (no BOS or other post-processing): markup
+    /// with special tokens recognised, text with their strings read as plain text.
+    pub fn encode_pieces(&self, pieces: &[Piece<'_>]) -> Result<Vec<u32>, TextError> {
+        let anchored = self.anchored.get_or_init(|| AnchoredTokenizers::new(&self.inner).map_err(|e| e.to_string()));
+        let anchored = anchored.as_ref().map_err(|e| TextError::Tokenizer(e.clone()))?;
+        let mut ids = Vec::new();
+        let mut follows = false;
+        for &piece in pieces {
+            let (Piece::Markup(text) | Piece::Text(text)) = piece;
+            if text.is_empty() {
+                continue;
+            }
+            ids.extend(anchored.encode(piece, follows)?);
+            follows = true;
+        }
+        Ok(ids)
     }
 
     /// Encodes text. `add_special_tokens` runs the post-processor (e.g. BOS);

@@ -5,7 +5,7 @@ use sconce_protocol::chat::{
     ChatDelta, ChatMessage, MessageContent, Role, CHAT_CHUNK_OBJECT, CHAT_OBJECT,
 };
 use sconce_protocol::logprobs::ChatLogprobs;
-use sconce_protocol::{ApiError, SamplingOptions, Usage};
+use sconce_protocol::{ApiError, RequestLimits, SamplingOptions, Usage};
 
 use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ChoiceText, TextRef};
 
@@ -15,13 +15,13 @@ impl ApiRequest for ChatCompletionRequest {
     common_request_fields!();
 
     /// A registry `prompt` may stand in for the messages (the prompt stage renders them).
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
         if self.prompt.is_some() && self.messages.is_empty() {
             let mut probe = self.clone();
             probe.messages.push(ChatMessage { role: Role::User, content: None, name: None });
-            return ChatCompletionRequest::validate(&probe);
+            return ChatCompletionRequest::validate(&probe, limits);
         }
-        ChatCompletionRequest::validate(self)
+        ChatCompletionRequest::validate(self, limits)
     }
 
     fn max_tokens(&self) -> Option<usize> {

@@ -4,7 +4,7 @@ use sconce_protocol::completion::{
     CompletionChoice, CompletionRequest, CompletionResponse, Prompt, COMPLETION_OBJECT, DEFAULT_COMPLETION_TOKENS,
 };
 use sconce_protocol::logprobs::CompletionLogprobs;
-use sconce_protocol::{ApiError, SamplingOptions, Usage};
+use sconce_protocol::{ApiError, RequestLimits, SamplingOptions, Usage};
 
 use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ChoiceText, TextRef};
 
@@ -13,8 +13,8 @@ impl ApiRequest for CompletionRequest {
 
     common_request_fields!();
 
-    fn validate(&self) -> Result<(), ApiError> {
-        CompletionRequest::validate(self)
+    fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
+        CompletionRequest::validate(self, limits)
     }
 
     fn max_tokens(&self) -> Option<usize> {

@@ -70,7 +70,7 @@ pub mod completions;
 use std::fmt::Debug;
 
 use sconce_protocol::chat::ChatCompletionRequest;
-use sconce_protocol::{ApiError, SamplingOptions, Usage};
+use sconce_protocol::{ApiError, RequestLimits, SamplingOptions, Usage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -79,8 +79,8 @@ pub trait ApiRequest: Clone + Debug + Serialize + Send + Sync + 'static {
     /// The request field that holds the prompt (`messages` or `prompt`), for errors.
     const PROMPT_PARAM: &'static str;
 
-    /// The checks a route runs before the request enters the stages.
-    fn validate(&self) -> Result<(), ApiError>;
+    /// The checks a route runs before the request enters the stages, within `limits`.
+    fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError>;
     fn model(&self) -> Option<&str>;
     fn set_model(&mut self, model: String);
     fn sampling(&self) -> &SamplingOptions;

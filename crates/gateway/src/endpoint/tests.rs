@@ -74,9 +74,9 @@ fn completion_batches_estimate_every_prompt_and_default_to_sixteen_tokens() {
 #[test]
 fn a_registry_prompt_may_stand_in_for_messages() {
     let with_prompt: ChatCompletionRequest = serde_json::from_value(json!({"prompt": {"name": "p"}})).unwrap();
-    assert!(ApiRequest::validate(&with_prompt).is_ok());
+    assert!(ApiRequest::validate(&with_prompt, &RequestLimits::default()).is_ok());
     let without: ChatCompletionRequest = serde_json::from_value(json!({"messages": []})).unwrap();
-    assert!(ApiRequest::validate(&without).is_err());
+    assert!(ApiRequest::validate(&without, &RequestLimits::default()).is_err());
 }
 
 #[test]

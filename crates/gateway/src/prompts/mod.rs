@@ -191,7 +191,8 @@ pub fn check_params(params: &Map<String, Value>) -> Result<(), ApiError> {
     if let Some(unknown) = params.keys().find(|key| parsed.get(key.as_str()).is_none_or(Value::is_null)) {
         return Err(ApiError::invalid_param("params", format!("`{unknown}` is not a chat request parameter")));
     }
-    request.validate().map_err(|error| {
+    // Checked again, within the configured limits, when a request uses the prompt.
+    request.validate(&sconce_protocol::RequestLimits::default()).map_err(|error| {
         let param = error.param.as_deref().map_or("params".to_string(), |param| format!("params.{param}"));
         ApiError::invalid_param(&param, error.message)
     })

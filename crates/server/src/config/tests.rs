@@ -51,6 +51,9 @@ fn typed_flags_parse_into_every_section() {
         "--drain-timeout=5",
         "--metrics-vllm-compat=true",
         "--log-level=debug",
+        "--limit-stop=3",
+        "--limit-logprob-entries=1000",
+        "--parse-special-in-content=true",
     ]);
     given.apply(&mut config).unwrap();
     assert_eq!(config.model.name, "m");
@@ -64,6 +67,22 @@ fn typed_flags_parse_into_every_section() {
     assert_eq!(config.server.drain_timeout_secs, 5);
     assert!(config.metrics.vllm_compat);
     assert_eq!(config.log.level, "debug");
+    assert_eq!((config.limits.max_stop, config.limits.max_logprob_entries), (3, 1000));
+    assert_eq!(config.limits.max_n, 128, "limits without a flag keep their default");
+    assert!(config.model.parse_special_in_content);
+}
+
+#[test]
+fn limits_read_from_the_file() {
+    let config = Config::from_toml(
+        "[limits]
+max_stop = 2
+max_user_bytes = 64
+",
+    )
+    .unwrap();
+    assert_eq!((config.limits.max_stop, config.limits.max_user_bytes), (2, 64));
+    assert_eq!(config.limits.max_logit_bias, 300);
 }
 
 #[test]
@@ -98,6 +117,7 @@ fn unknown_keys_are_named_in_every_section() {
         ("engine", "max_num_sequences"),
         ("metrics", "vllm"),
         ("log", "colour"),
+        ("limits", "max_stops"),
         ("gateway", "enabeld"),
         ("gateway.cache", "ttl_seconds_typo"),
         ("gateway.routing", "fallback"),

@@ -7,7 +7,7 @@ use sconce_protocol::chat::{
     CHAT_CHUNK_OBJECT,
 };
 use sconce_protocol::logprobs::{ChatLogprobs, ChatTokenLogprob, TopLogprob};
-use sconce_protocol::{ApiError, Usage};
+use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::spec::{GenerationSpec, ResponseMeta};
 use super::stream::ResponseFormat;
@@ -22,13 +22,14 @@ impl LocalApi for Chat {
         request: &ChatCompletionRequest,
         id: &str,
         meta: ResponseMeta,
+        limits: &RequestLimits,
     ) -> Result<Prepared<ChatFormat>, ApiError> {
         if request.prompt.is_some() {
             // The gateway's prompt stage replaces `prompt` with messages before this point.
             let message = "the prompt registry needs the gateway: set `[gateway] enabled = true`";
             return Err(ApiError::invalid_param("prompt", message).with_code("gateway_disabled"));
         }
-        request.validate()?;
+        request.validate(limits)?;
         let messages = request
             .messages
             .iter()
@@ -42,8 +43,10 @@ impl LocalApi for Chat {
             logprobs: request.logprobs_count(),
             prompt_logprobs: None,
             prompt_param: "messages",
+            logprobs_param: "top_logprobs",
+            limits,
         };
-        let requests = spec.requests(id, vec![prompt], backend.info().max_model_len)?;
+        let requests = spec.requests(id, vec![prompt], backend.info())?;
         let format = ChatFormat {
             meta,
             tokens: backend.token_text(),

@@ -8,7 +8,7 @@ use sconce_protocol::completion::{
     CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, COMPLETION_OBJECT, DEFAULT_COMPLETION_TOKENS,
 };
 use sconce_protocol::logprobs::CompletionLogprobs;
-use sconce_protocol::{ApiError, Usage};
+use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::spec::{GenerationSpec, ResponseMeta};
 use super::stream::ResponseFormat;
@@ -39,8 +39,9 @@ impl LocalApi for Completions {
         request: &CompletionRequest,
         id: &str,
         meta: ResponseMeta,
+        limits: &RequestLimits,
     ) -> Result<Prepared<CompletionFormat>, ApiError> {
-        request.validate()?;
+        request.validate(limits)?;
         let echo = request.echo();
         let prompts = request
             .prompt
@@ -56,9 +57,11 @@ impl LocalApi for Completions {
             logprobs: request.logprobs,
             prompt_logprobs: if echo { request.logprobs } else { None },
             prompt_param: "prompt",
+            logprobs_param: "logprobs",
+            limits,
         };
         let token_prompts = prompts.iter().map(|prompt| prompt.tokens.clone()).collect();
-        let requests = spec.requests(id, token_prompts, backend.info().max_model_len)?;
+        let requests = spec.requests(id, token_prompts, backend.info())?;
         let choices = prompts.len() * request.sampling.choices();
         let format = CompletionFormat::new(meta, backend.token_text(), request, prompts, choices);
         Ok(Prepared { format, requests })

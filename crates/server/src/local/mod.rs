@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use sconce_gateway::{reply_id, Api, ApiRequest, Backend, Call, CallResult, Failure, Outcome, Reply};
-use sconce_protocol::ApiError;
+use sconce_protocol::{ApiError, RequestLimits};
 
 use crate::backend::{Backend as Engine, GenerateRequest};
 use serving::Serving;
@@ -35,13 +35,14 @@ pub struct Prepared<F> {
 pub trait LocalApi: Api {
     type Format: ResponseFormat<Chunk = Self::Chunk>;
 
-    /// Checks, renders and tokenizes: CPU work that may run on the blocking pool.
-    /// `id` is the request id; `meta` the reply's id, creation time and model.
+    /// Checks (within `limits`), renders and tokenizes: CPU work that may run on the
+    /// blocking pool. `id` is the request id; `meta` the reply's id, creation time and model.
     fn prepare(
         backend: &Engine,
         request: &Self::Request,
         id: &str,
         meta: ResponseMeta,
+        limits: &RequestLimits,
     ) -> Result<Prepared<Self::Format>, ApiError>;
 
     /// Last touches on a full reply folded from the chunks.
@@ -73,7 +74,8 @@ async fn generate<A: LocalApi>(serving: Arc<Serving>, call: Call<A>) -> Result<R
     serving.check_model(&engine, call.request.model())?;
     let Call { request, ctx } = call;
     let meta = ResponseMeta::new(reply_id::<A>(&ctx.request_id), &engine.info().name);
-    let (request, prepared) = prepare::<A>(engine.clone(), request, ctx.request_id.clone(), meta).await?;
+    let limits = serving.limits().clone();
+    let (request, prepared) = prepare::<A>(engine.clone(), request, ctx.request_id.clone(), meta, limits).await?;
     let prompt_param = <A::Request as ApiRequest>::PROMPT_PARAM;
     let deltas = deltas::start(&serving, &engine, &ctx.request_id, prepared.requests, prompt_param)?;
     let chunks = stream::chunks(prepared.format, deltas, ctx.cancel.clone(), ctx.journal.clone());
@@ -91,11 +93,12 @@ async fn prepare<A: LocalApi>(
     request: A::Request,
     id: String,
     meta: ResponseMeta,
+    limits: RequestLimits,
 ) -> Result<(A::Request, Prepared<A::Format>), ApiError> {
     if request.estimated_prompt_tokens() < BLOCKING_PROMPT_TOKENS {
-        let prepared = A::prepare(&engine, &request, &id, meta)?;
+        let prepared = A::prepare(&engine, &request, &id, meta, &limits)?;
         return Ok((request, prepared));
     }
-    let work = move || A::prepare(&engine, &request, &id, meta).map(|prepared| (request, prepared));
+    let work = move || A::prepare(&engine, &request, &id, meta, &limits).map(|prepared| (request, prepared));
     tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
 }

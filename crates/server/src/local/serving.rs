@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use sconce_protocol::ApiError;
+use sconce_protocol::{ApiError, RequestLimits};
 use tokio::sync::Notify;
 
 use crate::backend::Backend;
@@ -21,6 +21,7 @@ pub struct Serving {
     /// Extra names accepted as `model` (e.g. the path the model was loaded from).
     model_aliases: Vec<String>,
     vllm_compat_metrics: bool,
+    limits: RequestLimits,
     loaded: OnceLock<Loaded>,
     draining: AtomicBool,
     in_flight: AtomicUsize,
@@ -30,10 +31,11 @@ pub struct Serving {
 }
 
 impl Serving {
-    pub fn new(model_aliases: Vec<String>, vllm_compat_metrics: bool) -> Arc<Self> {
+    pub fn new(model_aliases: Vec<String>, vllm_compat_metrics: bool, limits: RequestLimits) -> Arc<Self> {
         Arc::new(Self {
             model_aliases,
             vllm_compat_metrics,
+            limits,
             loaded: OnceLock::new(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -50,6 +52,11 @@ impl Serving {
             anyhow::bail!("the model is already loaded");
         }
         Ok(())
+    }
+
+    /// How much one request may ask for.
+    pub fn limits(&self) -> &RequestLimits {
+        &self.limits
     }
 
     pub fn loaded(&self) -> Option<&Loaded> {

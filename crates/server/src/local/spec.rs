@@ -1,9 +1,9 @@
 //! What an endpoint asks of the engine: sampling parameters and one engine request per
 //! prompt, and how engine errors read on the wire.
 
-use sconce_protocol::{ApiError, SamplingOptions};
+use sconce_protocol::{ApiError, LogprobShape, RequestLimits, SamplingOptions};
 
-use crate::backend::{EngineError, GenerateRequest, SamplingParams};
+use crate::backend::{EngineError, GenerateRequest, ModelInfo, SamplingParams};
 use crate::state::unix_now;
 
 /// What an endpoint asks of the engine beyond the shared sampling fields.
@@ -18,6 +18,9 @@ pub struct GenerationSpec<'a> {
     pub prompt_logprobs: Option<usize>,
     /// The request field that holds the prompt (`messages` or `prompt`), for errors.
     pub prompt_param: &'static str,
+    /// The request field that asks for alternatives (`top_logprobs` or `logprobs`), for errors.
+    pub logprobs_param: &'static str,
+    pub limits: &'a RequestLimits,
 }
 
 impl GenerationSpec<'_> {
@@ -31,7 +34,7 @@ impl GenerationSpec<'_> {
     }
 
     /// Engine sampling parameters for one prompt of `prompt_len` tokens.
-    pub fn sampling_params(&self, prompt_len: usize, max_model_len: usize) -> Result<SamplingParams, ApiError> {
+    pub fn sampling_params(&self, prompt_len: usize, info: &ModelInfo) -> Result<SamplingParams, ApiError> {
         let options = self.sampling;
         let defaults = SamplingParams::default();
         Ok(SamplingParams {
@@ -43,11 +46,11 @@ impl GenerationSpec<'_> {
             repetition_penalty: options.repetition_penalty.unwrap_or(defaults.repetition_penalty),
             presence_penalty: options.presence_penalty.unwrap_or(0.0),
             frequency_penalty: options.frequency_penalty.unwrap_or(0.0),
-            logit_bias: options.parsed_logit_bias()?,
+            logit_bias: options.parsed_logit_bias(self.limits, Some(info.vocab_size))?,
             seed: options.seed.map(|seed| seed as u64),
             logprobs: self.logprobs,
             prompt_logprobs: self.prompt_logprobs,
-            max_tokens: self.max_tokens(prompt_len, max_model_len),
+            max_tokens: self.max_tokens(prompt_len, info.max_model_len),
             min_tokens: options.min_tokens.unwrap_or(0),
             stop: options.stop.as_ref().map(|stop| stop.to_vec()).unwrap_or_default(),
             stop_token_ids: options.stop_token_ids.clone().unwrap_or_default(),
@@ -58,20 +61,41 @@ impl GenerationSpec<'_> {
     }
 
     /// One engine request per prompt, with the request's id (`{id}-{i}` within a batch).
+    /// Checks the logprobs bound before anything is submitted.
     pub fn requests(
         &self,
         id: &str,
         prompts: Vec<Vec<u32>>,
-        max_model_len: usize,
+        info: &ModelInfo,
     ) -> Result<Vec<GenerateRequest>, ApiError> {
         let count = prompts.len();
         let priority = self.sampling.priority.unwrap_or(0);
         let request = |(index, prompt): (usize, Vec<u32>)| {
-            let params = self.sampling_params(prompt.len(), max_model_len)?;
+            let params = self.sampling_params(prompt.len(), info)?;
             let id = if count == 1 { id.to_string() } else { format!("{id}-{index}") };
             Ok(GenerateRequest { id, prompt, params, priority })
         };
-        prompts.into_iter().enumerate().map(request).collect()
+        let requests = prompts.into_iter().enumerate().map(request).collect::<Result<Vec<_>, ApiError>>()?;
+        self.check_logprob_entries(&requests, info.max_model_len)?;
+        Ok(requests)
+    }
+
+    /// Bounds what the logprobs can build: (echoed prompt + generated tokens, at most the
+    /// context) × (alternatives + 1) × choices, over all prompts.
+    fn check_logprob_entries(&self, requests: &[GenerateRequest], max_model_len: usize) -> Result<(), ApiError> {
+        let Some(top) = self.logprobs.or(self.prompt_logprobs) else { return Ok(()) };
+        let shape = |request: &GenerateRequest| {
+            let prompt = request.prompt.len();
+            let room = max_model_len.saturating_sub(prompt);
+            LogprobShape {
+                prompt_tokens: if self.prompt_logprobs.is_some() { prompt } else { 0 },
+                max_tokens: if self.logprobs.is_some() { request.params.max_tokens.min(room) } else { 0 },
+                top,
+                choices: request.params.n,
+            }
+        };
+        let shapes: Vec<LogprobShape> = requests.iter().map(shape).collect();
+        self.limits.check_logprob_entries(self.logprobs_param, &shapes)
     }
 }
 
@@ -108,6 +132,24 @@ mod tests {
     use super::*;
     use sconce_protocol::SamplingOptions;
 
+    const LIMITS: &RequestLimits = &RequestLimits {
+        max_n: 128,
+        max_choices: 256,
+        max_prompts: 128,
+        max_stop: 16,
+        max_stop_bytes: 256,
+        max_stop_token_ids: 64,
+        max_logit_bias: 300,
+        max_top_logprobs: 20,
+        max_logprob_entries: 10_000,
+        max_user_bytes: 256,
+        max_model_bytes: 256,
+    };
+
+    fn info(max_model_len: usize) -> ModelInfo {
+        ModelInfo { name: "m".into(), max_model_len, vocab_size: 100, block_size: 16 }
+    }
+
     fn spec(sampling: &SamplingOptions, max_tokens: Option<usize>, default: Option<usize>) -> GenerationSpec<'_> {
         GenerationSpec {
             sampling,
@@ -116,6 +158,8 @@ mod tests {
             logprobs: None,
             prompt_logprobs: None,
             prompt_param: "prompt",
+            logprobs_param: "logprobs",
+            limits: LIMITS,
         }
     }
 
@@ -135,12 +179,35 @@ mod tests {
             "logit_bias": {"3": 1.5}, "ignore_eos": true, "min_tokens": 4
         }))
         .unwrap();
-        let params = spec(&sampling, Some(8), None).sampling_params(3, 100).unwrap();
+        let params = spec(&sampling, Some(8), None).sampling_params(3, &info(100)).unwrap();
         assert_eq!((params.n, params.temperature, params.top_k, params.seed), (2, 0.5, 0, Some(7)));
         assert_eq!(params.stop, vec!["END"]);
         assert_eq!(params.logit_bias, vec![(3, 1.5)]);
         assert!(params.ignore_eos);
         assert_eq!((params.min_tokens, params.max_tokens), (4, 8));
+    }
+
+    #[test]
+    fn logit_bias_ids_must_be_in_the_vocabulary() {
+        let sampling: SamplingOptions = serde_json::from_value(serde_json::json!({"logit_bias": {"100": 1}})).unwrap();
+        let error = spec(&sampling, Some(8), None).sampling_params(3, &info(100)).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("logit_bias"));
+    }
+
+    #[test]
+    fn echoed_prompt_logprobs_count_once_per_choice() {
+        let sampling: SamplingOptions = serde_json::from_value(serde_json::json!({"n": 4})).unwrap();
+        let echo = GenerationSpec { logprobs: Some(4), prompt_logprobs: Some(4), ..spec(&sampling, Some(10), None) };
+        // (490 prompt + 10 generated) × 5 × 4 = 10_000: at the limit.
+        assert!(echo.requests("r", vec![vec![1; 490]], &info(1000)).is_ok());
+        let error = echo.requests("r", vec![vec![1; 491]], &info(1000)).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("logprobs"));
+        // Two prompts add up.
+        assert!(echo.requests("r", vec![vec![1; 200], vec![1; 300]], &info(1000)).is_err());
+        // Without logprobs nothing is counted; a huge max_tokens counts only the room left.
+        assert!(spec(&sampling, Some(10), None).requests("r", vec![vec![1; 900]], &info(1000)).is_ok());
+        let huge = GenerationSpec { logprobs: Some(0), ..spec(&sampling, Some(usize::MAX), None) };
+        assert!(huge.requests("r", vec![vec![1; 10]], &info(1000)).is_ok());
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn hints(headers: &HeaderMap) -> RequestHints {
 
 /// Validates the request and runs it through the pipeline; the reply as HTTP.
 pub async fn run<A: Api>(state: &AppState, CallHead(ctx): CallHead, request: A::Request) -> Response {
-    if let Err(error) = request.validate() {
+    if let Err(error) = request.validate(&state.settings().limits) {
         return HttpError(error).into_response();
     }
     let include_usage = request.include_usage();
