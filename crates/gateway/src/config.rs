@@ -21,6 +21,14 @@ pub struct GatewayConfig {
     pub database_url: Option<String>,
     /// `redis://…`: shares RPM, TPM and spend counters across replicas.
     pub redis_url: Option<String>,
+    /// Each Redis call's response timeout; a call past it counts as Redis being down.
+    pub redis_timeout_ms: u64,
+    /// With Redis down: `deny` refuses requests that need a budget check (503), `local`
+    /// checks this replica's own counters. Rate limits always fall back to local ones.
+    pub on_shared_state_error: crate::budget::SharedStateMode,
+    /// The completion tokens a budget hold counts per choice for a request without
+    /// `max_tokens` (the key's `max_tokens` ceiling, when set, is the request's own).
+    pub reserve_max_tokens: u64,
     /// OTLP/HTTP base URL for one span per request (`/v1/traces` is appended); none and no
     /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variable: no exporter.
     pub otlp_endpoint: Option<String>,
@@ -65,6 +73,9 @@ impl Default for GatewayConfig {
             data_dir: None,
             database_url: None,
             redis_url: None,
+            redis_timeout_ms: 250,
+            on_shared_state_error: Default::default(),
+            reserve_max_tokens: 4096,
             otlp_endpoint: None,
             ledger_batch_interval_ms: ledger.batch_interval_ms,
             ledger_batch_size: ledger.batch_size,

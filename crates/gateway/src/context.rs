@@ -89,6 +89,8 @@ pub struct Journal {
     /// Tokens known so far, updated by the backend as they are generated: what a
     /// cancelled or failed request is billed for, and what the ledger flushes in flight.
     pub live: LiveUsage,
+    /// The budget hold the policy stage took, for the meter to settle.
+    pub budget_hold: crate::budget::HoldSlot,
 }
 
 /// Running token counts of one request (all choices together).

@@ -1,5 +1,7 @@
 //! The metering stage: exact usage from the backend, TTFT, time per output token and
 //! latency, cost from the price table; then the ledger row, metrics, spend and span.
+//! A request that ends early (client hang-up: 499, or a failure) is booked with the tokens
+//! it produced, from the backend's running counts (`Journal::live`), and their cost.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,7 +67,7 @@ impl MeterState {
                 outcome.headers.push((OVERHEAD_HEADER, format!("{:.3}", overhead.as_secs_f64() * 1e3)));
                 outcome.reply = match outcome.reply {
                     Reply::Full(mut response) => {
-                        booking.absorb(response.as_mut());
+                        booking.absorb(response.as_mut(), true);
                         let cost = booking.finish();
                         outcome.headers.push((COST_HEADER, format!("{cost:.8}")));
                         Reply::Full(response)
@@ -91,7 +93,10 @@ pub struct Tally {
     model: String,
     user: String,
     first_token: Option<Instant>,
+    /// The latest usage a reply showed (running ones with `continuous_usage_stats`).
     usage: Option<Usage>,
+    /// The usage is the final one: the request completed.
+    complete: bool,
     finish_reason: Option<String>,
     status: u16,
     span: Option<RequestSpan>,
@@ -108,14 +113,16 @@ impl Tally {
             user: request.user().unwrap_or_default().to_string(),
             first_token: None,
             usage: None,
+            complete: false,
             finish_reason: None,
             status: 499,
             span: RequestSpan::start(A::ENDPOINT, request.model(), ctx),
         }
     }
 
-    /// Reads a full reply or a chunk; a usage means the request completed.
-    fn absorb(&mut self, reply: &impl ApiReply) {
+    /// Reads a full reply (`whole`) or a chunk; a full reply's usage, or a usage-only
+    /// chunk, means the request completed.
+    fn absorb(&mut self, reply: &impl ApiReply, whole: bool) {
         if self.model != reply.model() {
             self.model = reply.model().to_string();
         }
@@ -127,7 +134,10 @@ impl Tally {
         }
         if let Some(usage) = reply.usage() {
             self.usage = Some(*usage);
-            self.status = 200;
+            if whole || reply.is_usage_only() {
+                self.complete = true;
+                self.status = 200;
+            }
         }
     }
 
@@ -136,24 +146,32 @@ impl Tally {
         self.finish_reason = Some(error.code.unwrap_or("error").to_string());
     }
 
-    /// The cost from the price table; only completed requests cost anything.
-    fn cost(&self, config: &GatewayConfig) -> f64 {
+    /// (prompt, cached, completion) tokens: the final usage, or for a request that ended
+    /// early the most of the last usage seen and the backend's running counts.
+    fn tokens(&self) -> (u64, u64, u64) {
         let usage = self.usage.unwrap_or_default();
-        let (prompt, completion) = (usage.prompt_tokens as u64, usage.completion_tokens as u64);
-        let cached = usage.prompt_tokens_details.cached_tokens as u64;
-        if self.status == 200 {
-            config.cost(&self.model, prompt, cached, completion)
-        } else {
-            0.0
+        let seen = (
+            usage.prompt_tokens as u64,
+            usage.prompt_tokens_details.cached_tokens as u64,
+            usage.completion_tokens as u64,
+        );
+        if self.complete {
+            return seen;
         }
+        let live = self.ctx.journal.live.snapshot();
+        (seen.0.max(live.0), seen.1.max(live.1), seen.2.max(live.2))
+    }
+
+    /// The cost of the tokens that ran, from the price table, however the request ended.
+    fn cost(&self, config: &GatewayConfig) -> f64 {
+        let (prompt, cached, completion) = self.tokens();
+        config.cost(&self.model, prompt, cached, completion)
     }
 
     fn into_record(self, config: &GatewayConfig) -> UsageRecord {
         let cost = self.cost(config);
         let latency = self.ctx.received.elapsed();
-        let usage = self.usage.unwrap_or_default();
-        let (prompt, completion) = (usage.prompt_tokens as u64, usage.completion_tokens as u64);
-        let cached = usage.prompt_tokens_details.cached_tokens as u64;
+        let (prompt, cached, completion) = self.tokens();
         let overhead = self.ctx.journal.overhead(self.ctx.received);
         let ttft = match (self.first_token, self.ctx.journal.timings.get()) {
             (Some(first), _) => first.saturating_duration_since(self.ctx.received),
@@ -162,8 +180,10 @@ impl Tally {
         };
         let tpot =
             if completion > 1 { (latency.saturating_sub(ttft)).as_secs_f64() / (completion - 1) as f64 } else { 0.0 };
-        let finish_reason =
-            self.finish_reason.unwrap_or_else(|| if self.status == 499 { "cancelled".into() } else { String::new() });
+        let finish_reason = match self.finish_reason {
+            _ if self.status == 499 => "cancelled".to_string(),
+            reason => reason.unwrap_or_default(),
+        };
         let used = self.ctx.journal.prompt.get();
         let model = match used.and_then(|used| used.model.as_ref()) {
             Some(prompt_model) if self.model.is_empty() => prompt_model.clone(),
@@ -199,6 +219,7 @@ impl MeterState {
     /// Books the request everywhere; returns its cost.
     fn finish(&self, mut tally: Tally) -> f64 {
         let key = tally.ctx.principal.key.clone();
+        let hold = tally.ctx.journal.budget_hold.take();
         let span = tally.span.take();
         let record = tally.into_record(&self.config);
         let cost = record.cost;
@@ -213,7 +234,7 @@ impl MeterState {
         }
         if let Some(policy) = self.policy.clone() {
             let (team, completion) = (record.team.clone(), record.completion_tokens);
-            spawn(async move { policy.settle(key.as_deref(), &team, cost, completion).await });
+            spawn(async move { policy.settle(key.as_deref(), &team, cost, completion, hold).await });
         }
         if let Some(ledger) = &self.ledger {
             ledger.record(record);
@@ -236,9 +257,9 @@ struct Booking {
 
 impl Booking {
     /// Reads a reply or chunk and writes the cost into its usage, once known.
-    fn absorb(&mut self, reply: &mut impl ApiReply) {
+    fn absorb(&mut self, reply: &mut impl ApiReply, whole: bool) {
         if let Some(tally) = self.tally.as_mut() {
-            tally.absorb(reply);
+            tally.absorb(reply, whole);
             if let Some(usage) = reply.usage_mut() {
                 usage.cost = Some(tally.cost(&self.state.config));
             }
@@ -275,7 +296,7 @@ impl<C: ApiReply> Stream for MeteredStream<C> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut item = self.inner.as_mut().poll_next(cx);
         match &mut item {
-            Poll::Ready(Some(Ok(chunk))) => self.booking.absorb(chunk),
+            Poll::Ready(Some(Ok(chunk))) => self.booking.absorb(chunk, false),
             Poll::Ready(Some(Err(error))) => self.booking.fail(error),
             Poll::Ready(None) => {
                 self.booking.finish();

@@ -42,6 +42,8 @@ pub struct Gateway {
     policy: Arc<PolicyState>,
     meter: Arc<MeterState>,
     prompts: Arc<PromptRegistry>,
+    /// The shared state, when configured (for `/ready`).
+    redis: Option<RedisStore>,
 }
 
 impl Gateway {
@@ -49,21 +51,22 @@ impl Gateway {
     /// `admin_key` is usually [`GatewayConfig::admin_key`].
     pub async fn open(config: GatewayConfig, admin_key: Option<String>) -> anyhow::Result<Arc<Self>> {
         let store = Store::open(&config.resolved_database_url()).await?;
+        let metrics = Arc::new(GatewayMetrics::new()?);
         let redis = match config.redis_url.as_deref() {
-            Some(url) => Some(RedisStore::connect(url).await?),
+            Some(url) => Some(connect_redis(&config, url, &metrics).await?),
             None => None,
         };
         let keys = Arc::new(KeyCache::default());
         keys.replace_all(store.keys().await?);
         let prompts = PromptRegistry::open(store.clone()).await?;
-        let spend = Arc::new(SpendBook::new(redis.clone()));
+        let spend = Arc::new(SpendBook::with_mode(redis.clone(), config.on_shared_state_error));
         if redis.is_none() {
             seed_spend(&store, &spend).await?;
         }
         let config = Arc::new(config);
-        let metrics = Arc::new(GatewayMetrics::new()?);
         let ledger = Ledger::start(store.clone(), &config.ledger());
         let auth = Auth::new(keys, admin_key.as_deref());
+        let redis_probe = redis.clone();
         let policy = Arc::new(PolicyState {
             config: config.clone(),
             limits: RateLimits::new(redis),
@@ -76,7 +79,8 @@ impl Gateway {
             metrics: Some(metrics.clone()),
             policy: Some(policy.clone()),
         });
-        let gateway = Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts });
+        let gateway =
+            Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts, redis: redis_probe });
         tokio::spawn(reload(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
@@ -186,6 +190,16 @@ impl Gateway {
         Ok(summarize(&rows, group_by))
     }
 
+    /// Whether the shared state (Redis) answers; none when none is configured.
+    pub fn shared_state_up(&self) -> Option<bool> {
+        self.redis.as_ref().map(RedisStore::is_up)
+    }
+
+    /// What a key spent in the current period, as its budget sees it.
+    pub async fn key_spend(&self, key_id: &str, period: BudgetPeriod) -> f64 {
+        self.policy.spend.spent(&format!("key:{key_id}"), period, unix_now()).await
+    }
+
     pub fn render_metrics(&self) -> anyhow::Result<String> {
         self.metrics.render(self.ledger.depth(), self.ledger.dropped())
     }
@@ -195,6 +209,11 @@ impl Gateway {
         self.ledger.close().await;
         self.store.close().await;
     }
+}
+
+async fn connect_redis(config: &GatewayConfig, url: &str, metrics: &GatewayMetrics) -> anyhow::Result<RedisStore> {
+    let timeout = Duration::from_millis(config.redis_timeout_ms.max(1));
+    RedisStore::connect_with(url, timeout, Some(metrics.registry())).await
 }
 
 /// Loads this period's spend from the ledger so budgets survive restarts.

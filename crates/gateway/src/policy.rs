@@ -1,4 +1,5 @@
-//! The policy stage: allowed models, `max_tokens` ceilings, budgets, then RPM and TPM.
+//! The policy stage: allowed models, `max_tokens` ceilings, RPM and TPM, then a hold on the
+//! key's and team's budgets for the request's maximum cost (settled by the meter).
 
 use std::sync::Arc;
 
@@ -6,9 +7,9 @@ use futures_util::future::BoxFuture;
 use sconce_protocol::ApiError;
 
 use crate::api::{with_headers, Api, Backend, Call, CallResult, ExtraHeaders, Failure, Service};
-use crate::budget::SpendBook;
+use crate::budget::{BudgetLimit, Hold, Refusal, SpendBook};
 use crate::config::{BudgetPeriod, GatewayConfig};
-use crate::context::Principal;
+use crate::context::{CallContext, Principal};
 use crate::endpoint::ApiRequest;
 use crate::error::GatewayError;
 use crate::keys::ApiKey;
@@ -41,6 +42,9 @@ impl<A: Api> Backend<A> for Policed<A> {
         let inner = self.inner.clone();
         Box::pin(async move {
             let headers = state.admit(&call.ctx.principal, &mut call.request).await?;
+            if let Some(hold) = state.reserve(&call.ctx, &call.request).await? {
+                call.ctx.journal.budget_hold.put(hold);
+            }
             with_headers(inner.call(call).await, headers)
         })
     }
@@ -59,14 +63,13 @@ impl PolicyState {
     async fn admit_key(
         &self,
         key: &ApiKey,
-        team: &str,
+        _team: &str,
         request: &mut impl ApiRequest,
     ) -> Result<ExtraHeaders, Failure> {
         if let Some(model) = request.model().filter(|model| !key.allows_model(model)) {
             return Err(GatewayError::Forbidden(format!("this key may not use the model `{model}`")).into());
         }
         clamp_max_tokens(key, request)?;
-        self.check_budgets(key, team).await?;
         let mut headers = ExtraHeaders::new();
         if let Some(rpm) = key.rpm_limit {
             self.take(&key.id, Unit::Requests, rpm, 1, &mut headers).await?;
@@ -99,23 +102,6 @@ impl PolicyState {
         Err(Failure { error: GatewayError::RateLimited(message).into(), headers: std::mem::take(headers) })
     }
 
-    async fn check_budgets(&self, key: &ApiKey, team: &str) -> Result<(), Failure> {
-        let now = crate::usage::unix_now();
-        if let Some(max) = key.max_budget {
-            let period = key.budget_period.unwrap_or_default();
-            if self.spend.spent(&format!("key:{}", key.id), period, now).await >= max {
-                return Err(self.over_budget("key", max, period));
-            }
-        }
-        if let Some((max, period)) = self.config.teams.get(team).and_then(|t| Some((t.max_budget?, t.budget_period))) {
-            let period = period.unwrap_or_default();
-            if self.spend.spent(&format!("team:{team}"), period, now).await >= max {
-                return Err(self.over_budget("team", max, period));
-            }
-        }
-        Ok(())
-    }
-
     fn over_budget(&self, scope: &str, max: f64, period: BudgetPeriod) -> Failure {
         self.reject("budget");
         GatewayError::BudgetExceeded(format!("the {scope} budget of {max} per {} is spent", period.as_str())).into()
@@ -140,17 +126,64 @@ fn clamp_max_tokens(key: &ApiKey, request: &mut impl ApiRequest) -> Result<(), A
 }
 
 impl PolicyState {
-    /// Books a finished request: spend for its key and team, completion tokens for TPM.
-    pub async fn settle(&self, key: Option<&ApiKey>, team: &str, cost: f64, completion_tokens: u64) {
+    /// Holds the request's maximum cost on its key's and team's budgets (none without a
+    /// budget); refuses when a budget is spent or the hold would cross it.
+    pub async fn reserve(&self, ctx: &CallContext, request: &impl ApiRequest) -> Result<Option<Hold>, Failure> {
+        let Some(key) = ctx.principal.key.as_deref() else { return Ok(None) };
+        let limits = self.budget_limits(key, &ctx.principal.team);
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let amount = crate::budget::max_cost(&self.config, request);
+        match self.spend.reserve(&limits, crate::usage::unix_now(), amount).await {
+            Ok(hold) => Ok(Some(hold)),
+            Err(Refusal::Over(i)) => {
+                let limit = &limits[i];
+                let scope = if limit.scope.starts_with("team:") { "team" } else { "key" };
+                Err(self.over_budget(scope, limit.max, limit.period))
+            }
+            Err(Refusal::Unavailable) => {
+                self.reject("shared_state");
+                let message = "budgets cannot be checked: the shared state (Redis) is unreachable";
+                Err(ApiError::unavailable(message).with_code("shared_state_unavailable").into())
+            }
+        }
+    }
+
+    /// The key's budget and its team's, as configured.
+    fn budget_limits(&self, key: &ApiKey, team: &str) -> Vec<BudgetLimit> {
+        let mut limits = Vec::new();
+        if let Some(max) = key.max_budget {
+            let period = key.budget_period.unwrap_or_default();
+            limits.push(BudgetLimit { scope: format!("key:{}", key.id), period, max });
+        }
+        if let Some((max, period)) = self.config.teams.get(team).and_then(|t| Some((t.max_budget?, t.budget_period))) {
+            limits.push(BudgetLimit { scope: format!("team:{team}"), period: period.unwrap_or_default(), max });
+        }
+        limits
+    }
+
+    /// Books a finished request: releases its hold and books its cost for its key and team,
+    /// and its completion tokens for TPM.
+    pub async fn settle(
+        &self,
+        key: Option<&ApiKey>,
+        team: &str,
+        cost: f64,
+        completion_tokens: u64,
+        hold: Option<Hold>,
+    ) {
         let now = crate::usage::unix_now();
+        let mut scopes = Vec::new();
         if let Some(key) = key {
-            self.spend.add(&format!("key:{}", key.id), now, cost).await;
             if let (Some(tpm), true) = (key.tpm_limit, completion_tokens > 0) {
                 self.limits.take(&key.id, Unit::Tokens, tpm, completion_tokens).await;
             }
+            scopes.push(format!("key:{}", key.id));
         }
         if !team.is_empty() {
-            self.spend.add(&format!("team:{team}"), now, cost).await;
+            scopes.push(format!("team:{team}"));
         }
+        self.spend.settle(hold, &scopes, now, cost).await;
     }
 }

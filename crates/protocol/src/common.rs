@@ -29,6 +29,9 @@ impl StopSpec {
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
+    /// vLLM's extra: with `include_usage`, every chunk carries the usage so far.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continuous_usage_stats: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,11 @@ impl SamplingOptions {
 
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|options| options.include_usage)
+    }
+
+    /// Usage on every chunk (vLLM's `continuous_usage_stats`, with `include_usage`).
+    pub fn continuous_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|options| options.include_usage && options.continuous_usage_stats)
     }
 
     pub fn choices(&self) -> usize {

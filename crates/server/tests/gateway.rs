@@ -121,6 +121,10 @@ async fn the_ledger_matches_what_clients_saw(db: TestDb) {
     assert_eq!(rows.len(), 200);
     let cancelled: Vec<_> = rows.iter().filter(|row| row.status == 499).collect();
     assert_eq!(cancelled.len(), 50, "every cancelled stream is one row");
+    assert!(
+        cancelled.iter().all(|row| row.finish_reason == "cancelled" && row.prompt_tokens > 0 && row.cost > 0.0),
+        "a cancelled stream is billed for what ran: {cancelled:?}"
+    );
     let done = rows.iter().filter(|row| row.status == 200);
     let sums = done.fold((0, 0), |(p, c), row| (p + row.prompt_tokens, c + row.completion_tokens));
     assert_eq!(sums, (prompt, completion));
@@ -135,9 +139,11 @@ async fn the_ledger_matches_what_clients_saw(db: TestDb) {
         .unwrap();
     let group = &usage["data"][0];
     assert_eq!((group["group"].as_str(), group["requests"].as_u64()), (Some(MODEL), Some(200)));
+    // What clients saw, plus what the cancelled streams ran.
+    let billed = rows.iter().fold((0, 0), |(p, c), row| (p + row.prompt_tokens, c + row.completion_tokens));
     assert_eq!(
         (group["prompt_tokens"].as_u64(), group["completion_tokens"].as_u64()),
-        (Some(prompt), Some(completion))
+        (Some(billed.0), Some(billed.1))
     );
     for field in ["cost", "ttft_p50_s", "ttft_p99_s", "latency_p50_s", "latency_p99_s"] {
         assert!(group[field].as_f64().is_some(), "{field}");
@@ -155,13 +161,18 @@ async fn the_ledger_matches_what_clients_saw(db: TestDb) {
     db.remove().await;
 }
 
+/// A budget that holds one `small_chat` (its hold: 50 prompt-token bound + 4 × 2 output at the
+/// test prices, 58e-6) but not a second after one was spent.
+const ONE_CHAT_BUDGET: f64 = 0.000_06;
+
 /// Spend is seeded from the ledger at startup, so a spent budget stays spent.
 async fn budgets_survive_a_restart(db: TestDb) {
     let first = GatewayServer::start(priced(db.config())).await;
-    let spent =
-        first.create_key(json!({"alias": "spent", "team": "t", "max_budget": 0.000_001, "budget_period": "day"})).await;
+    let spent = first
+        .create_key(json!({"alias": "spent", "team": "t", "max_budget": ONE_CHAT_BUDGET, "budget_period": "day"}))
+        .await;
     let fresh = first
-        .create_key(json!({"alias": "fresh", "team": "t", "max_budget": 0.000_001, "budget_period": "month"}))
+        .create_key(json!({"alias": "fresh", "team": "t", "max_budget": ONE_CHAT_BUDGET, "budget_period": "month"}))
         .await;
     assert_eq!(first.chat(&spent, &small_chat(false)).await.status(), 200);
     first.close().await;
@@ -193,8 +204,9 @@ async fn an_rpm_of_five_lets_five_through_and_a_budget_stops_a_key() {
     let body: Value = sixth.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
 
-    let budget =
-        server.create_key(json!({"alias": "b", "team": "t", "max_budget": 0.000_001, "budget_period": "day"})).await;
+    let budget = server
+        .create_key(json!({"alias": "b", "team": "t", "max_budget": ONE_CHAT_BUDGET, "budget_period": "day"}))
+        .await;
     assert_eq!(server.chat(&budget, &small_chat(false)).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let over = server.chat(&budget, &small_chat(false)).await;
@@ -287,9 +299,11 @@ async fn completions_are_metered_like_chat() {
     let usage = server.get_json("/v1/usage?group_by=operation", ADMIN).await;
     let group = &usage["data"][0];
     assert_eq!((group["group"].as_str(), group["requests"].as_u64()), (Some("text_completion"), Some(3)));
-    assert_eq!(tokens(group), (prompt, completion));
+    // What clients saw, plus what the cancelled stream ran.
+    let billed = rows.iter().fold((0, 0), |(p, c), row| (p + row.prompt_tokens, c + row.completion_tokens));
+    assert_eq!(tokens(group), billed);
     let metrics = server.request(reqwest::Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
-    assert_eq!(series(&metrics, "sconce_gateway_tokens_total{type=\"completion\"}"), completion as f64);
+    assert_eq!(series(&metrics, "sconce_gateway_tokens_total{type=\"completion\"}"), billed.1 as f64);
     server.close().await;
 }
 
@@ -340,8 +354,9 @@ async fn completions_enforce_keys_models_ceilings_and_budgets() {
     assert_eq!(reply["usage"]["completion_tokens"], 2);
     let empty = server.completion(&capped, &json!({"model": MODEL, "prompt": []})).await;
     assert_eq!(empty.status(), 400);
+    // Holds one request (4-token bound + 50 × 2 output: 104e-6), not a second after one ran.
     let budget =
-        server.create_key(json!({"alias": "b", "team": "t", "max_budget": 0.000_001, "budget_period": "day"})).await;
+        server.create_key(json!({"alias": "b", "team": "t", "max_budget": 0.000_15, "budget_period": "day"})).await;
     assert_eq!(server.completion(&budget, &body).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let over = server.completion(&budget, &body).await;

@@ -19,7 +19,7 @@ const ADMIN_ENV: &str = "SCONCE_TEST_PROCESSES_ADMIN_KEY";
 const ADMIN: &str = "sk-admin-processes";
 
 /// One config for both processes: the gateway with auth, a shared SQLite data dir, Redis
-/// and a price table that makes any request cost more than the budget key's budget.
+/// and a price table under which the budget key's budget holds one request, not two.
 fn write_config(dir: &std::path::Path, redis_url: &str) -> std::path::PathBuf {
     let toml = format!(
         "[gateway]\nenabled = true\nadmin_key_env = {}\ndata_dir = {}\nredis_url = {}\n\n\
@@ -94,7 +94,7 @@ async fn two_server_processes_sharing_redis_enforce_one_limit_and_one_budget() {
     let team = format!("processes-{}", uuid::Uuid::new_v4().simple());
     let (_, rpm) = create_key(&client, &a.base, json!({"alias": "rpm", "team": team, "rpm_limit": 5})).await;
     let (budget_id, budget) =
-        create_key(&client, &a.base, json!({"alias": "budget", "team": team, "max_budget": 0.000_001})).await;
+        create_key(&client, &a.base, json!({"alias": "budget", "team": team, "max_budget": 0.000_03})).await;
     wait_for_key(&client, &b.base, &rpm).await;
     wait_for_key(&client, &b.base, &budget).await;
 
@@ -115,7 +115,8 @@ async fn two_server_processes_sharing_redis_enforce_one_limit_and_one_budget() {
 
     let spent = chat(&client, &a.base, &budget).await;
     assert_eq!(spent.status(), 200);
-    assert!(header(&spent, "x-sconce-cost").unwrap().parse::<f64>().unwrap() > 0.000_001);
+    // The hold (22-token prompt bound + 2 × 2 output: 26e-6) fits; one spent plus another does not.
+    assert!(header(&spent, "x-sconce-cost").unwrap().parse::<f64>().unwrap() > 0.000_004);
     wait_for_spend(&redis_url, &budget_id).await;
     let refused = chat(&client, &b.base, &budget).await;
     assert_eq!(refused.status(), 429, "B never served this key: only the shared spend can refuse it");

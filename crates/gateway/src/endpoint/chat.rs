@@ -9,6 +9,9 @@ use sconce_protocol::{ApiError, RequestLimits, SamplingOptions, Usage};
 
 use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ChoiceText, TextRef};
 
+/// Room for a chat template's markers around one message (and the generation prompt).
+const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
+
 impl ApiRequest for ChatCompletionRequest {
     const PROMPT_PARAM: &'static str = "messages";
 
@@ -35,6 +38,15 @@ impl ApiRequest for ChatCompletionRequest {
     fn estimated_prompt_tokens(&self) -> u64 {
         let bytes = self.messages.iter().map(|message| message.text().map_or(0, |text| text.len())).sum();
         bytes_to_tokens(bytes).max(1)
+    }
+
+    /// Each message's bytes, its role and [`TEMPLATE_TOKENS_PER_MESSAGE`] markers.
+    fn prompt_token_bound(&self) -> u64 {
+        let per_message = |message: &ChatMessage| {
+            let text = message.text().map_or(0, |text| text.len()) as u64;
+            text + message.role.as_str().len() as u64 + TEMPLATE_TOKENS_PER_MESSAGE
+        };
+        self.messages.iter().map(per_message).sum::<u64>() + TEMPLATE_TOKENS_PER_MESSAGE
     }
 
     /// A rewritten message becomes plain text (its parts are joined).

@@ -25,6 +25,26 @@ impl ApiRequest for CompletionRequest {
         self.sampling.max_tokens = Some(max_tokens);
     }
 
+    /// Text prompts count their bytes and two special tokens (BOS, EOS); token prompts count exactly.
+    fn prompt_token_bound(&self) -> u64 {
+        let text = |text: &String| text.len() as u64 + 2;
+        match &self.prompt {
+            Prompt::Text(one) => text(one),
+            Prompt::Texts(texts) => texts.iter().map(text).sum(),
+            Prompt::Tokens(tokens) => tokens.len() as u64,
+            Prompt::TokenLists(lists) => lists.iter().map(|tokens| tokens.len() as u64).sum(),
+        }
+    }
+
+    fn prompt_count(&self) -> usize {
+        match &self.prompt {
+            Prompt::Text(_) | Prompt::Tokens(_) => 1,
+            Prompt::Texts(texts) => texts.len(),
+            Prompt::TokenLists(lists) => lists.len(),
+        }
+        .max(1)
+    }
+
     /// Every prompt of a batch counts; token prompts count exactly.
     fn estimated_prompt_tokens(&self) -> u64 {
         let tokens = match &self.prompt {

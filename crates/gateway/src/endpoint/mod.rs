@@ -90,6 +90,14 @@ pub trait ApiRequest: Clone + Debug + Serialize + Send + Sync + 'static {
     fn set_max_tokens(&mut self, max_tokens: usize);
     /// A cheap prompt-size estimate (4 bytes a token) for the TPM pre-check.
     fn estimated_prompt_tokens(&self) -> u64;
+    /// An upper bound on the prompt's tokens, for budget holds: a token is at least one
+    /// byte (byte-level BPE, SentencePiece with byte fallback), plus room for the chat
+    /// template's markers; token prompts count exactly.
+    fn prompt_token_bound(&self) -> u64;
+    /// How many prompts the request holds (each gets `n` choices).
+    fn prompt_count(&self) -> usize {
+        1
+    }
     /// Visits each prompt text, which the visitor may rewrite (guardrails mask in place).
     fn visit_prompt_texts(&mut self, visit: &mut dyn FnMut(&mut String)) -> Result<(), ApiError>;
     /// The prompt's text, joined (auto routing reads its size and markers).

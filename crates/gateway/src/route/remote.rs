@@ -30,13 +30,15 @@ impl RemoteBackend {
         &self.base_url
     }
 
-    /// The upstream's model name; streams always ask for the usage chunk (for metering).
+    /// The upstream's model name; streams always ask for the usage chunk (for metering),
+    /// and pass on a client's `continuous_usage_stats`.
     fn prepare<R: ApiRequest>(&self, mut request: R) -> R {
         if let Some(model) = &self.model {
             request.set_model(model.clone());
         }
         if request.is_stream() {
-            request.sampling_mut().stream_options = Some(StreamOptions { include_usage: true });
+            let continuous_usage_stats = request.sampling().continuous_usage();
+            request.sampling_mut().stream_options = Some(StreamOptions { include_usage: true, continuous_usage_stats });
         }
         request
     }
@@ -46,6 +48,7 @@ impl RemoteBackend {
 impl<A: Api> Backend<A> for RemoteBackend {
     fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
         let request = self.prepare(call.request);
+        let journal = call.ctx.journal.clone();
         let mut builder = self.client.post(format!("{}{}", self.base_url, A::PATH)).json(&request);
         builder = builder.header("x-request-id", call.ctx.request_id.as_str());
         if let Some(key) = &self.api_key {
@@ -57,7 +60,8 @@ impl<A: Api> Backend<A> for RemoteBackend {
                 return Err(upstream_error(response).await.into());
             }
             let reply = if request.is_stream() {
-                Reply::Stream(sse_chunks::<A::Chunk>(response))
+                journal.live.set_prompt(request.estimated_prompt_tokens(), 0);
+                Reply::Stream(counted(sse_chunks::<A::Chunk>(response), journal))
             } else {
                 let body: A::Response = response.json().await.map_err(GatewayError::Transport)?;
                 Reply::Full(Box::new(body))
@@ -103,6 +107,20 @@ fn sse_chunks<C: ApiReply>(response: reqwest::Response) -> ReplyStream<C> {
                 SseLine::Chunk(chunk) => Some(chunk),
                 SseLine::Done | SseLine::Skip => None,
             })
+        })
+        .boxed()
+}
+
+/// Counts an upstream stream's tokens as they arrive, for a stream that ends early: one
+/// token per choice that shows text in a chunk (an estimate; upstreams send one or a few
+/// tokens a chunk). The prompt counts at the gateway's estimate. A chunk's own usage
+/// (`continuous_usage_stats`) and the closing usage chunk are exact and the meter prefers them.
+fn counted<C: ApiReply>(chunks: ReplyStream<C>, journal: std::sync::Arc<crate::Journal>) -> ReplyStream<C> {
+    chunks
+        .map_ok(move |mut chunk| {
+            let shown = chunk.texts_mut().iter().filter(|choice| !choice.text.as_str().is_empty()).count();
+            journal.live.add_completion(shown as u64);
+            chunk
         })
         .boxed()
 }

@@ -51,6 +51,7 @@ impl LocalApi for Chat {
             meta,
             tokens: backend.token_text(),
             include_usage: request.sampling.include_usage(),
+            continuous_usage: request.sampling.continuous_usage(),
             logprobs: request.logprobs_count().is_some(),
         };
         Ok(Prepared { format, requests })
@@ -70,6 +71,7 @@ pub struct ChatFormat {
     meta: ResponseMeta,
     tokens: TokenText,
     include_usage: bool,
+    continuous_usage: bool,
     logprobs: bool,
 }
 
@@ -135,5 +137,13 @@ impl ResponseFormat for ChatFormat {
 
     fn usage_chunk(&self, usage: Usage) -> ChatCompletionChunk {
         self.chunk_of(Vec::new(), Some(Some(usage)))
+    }
+
+    fn continuous_usage(&self) -> bool {
+        self.continuous_usage
+    }
+
+    fn set_usage(chunk: &mut ChatCompletionChunk, usage: Usage) {
+        chunk.usage = Some(Some(usage));
     }
 }

@@ -80,6 +80,7 @@ pub struct CompletionFormat {
     meta: ResponseMeta,
     tokens: TokenText,
     include_usage: bool,
+    continuous_usage: bool,
     echo: bool,
     logprobs: bool,
     prompts: Vec<PreparedPrompt>,
@@ -101,6 +102,7 @@ impl CompletionFormat {
             meta,
             tokens,
             include_usage: request.sampling.include_usage(),
+            continuous_usage: request.sampling.continuous_usage(),
             echo: request.echo(),
             logprobs: request.logprobs.is_some(),
             prompt_logprobs: vec![None; prompts.len()],
@@ -196,5 +198,13 @@ impl ResponseFormat for CompletionFormat {
 
     fn usage_chunk(&self, usage: Usage) -> CompletionResponse {
         self.response_of(Vec::new(), Some(Some(usage)))
+    }
+
+    fn continuous_usage(&self) -> bool {
+        self.continuous_usage
+    }
+
+    fn set_usage(chunk: &mut CompletionResponse, usage: Usage) {
+        chunk.usage = Some(Some(usage));
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::stream::{BoxStream, SelectAll};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use sconce_gateway::Journal;
 use sconce_protocol::{ApiError, Usage};
 
 use super::serving::{InFlightGuard, Serving};
@@ -13,13 +14,15 @@ use super::spec::engine_error;
 use crate::backend::{Backend, Delta, GenerateRequest, RequestStream};
 
 /// Submits the engine requests of one API request (tracked under `id`); choice `c` of
-/// prompt `p` becomes index `p * choices_per_prompt + c`.
+/// prompt `p` becomes index `p * choices_per_prompt + c`. Tokens are counted into
+/// `journal.live` as they arrive.
 pub fn start(
     serving: &Arc<Serving>,
     backend: &Backend,
     id: &str,
     requests: Vec<GenerateRequest>,
     prompt_param: &str,
+    journal: Arc<Journal>,
 ) -> Result<DeltaStream, ApiError> {
     let guard = serving.track(id)?;
     let choices_per_prompt = requests.first().map_or(1, |request| request.params.n);
@@ -29,7 +32,10 @@ pub fn start(
         let stream = backend.submit(request).map_err(|e| engine_error(e, prompt_param))?;
         merged.push(renumbered(stream, prompt_index * choices_per_prompt));
     }
-    Ok(DeltaStream::new(serving.clone(), id.to_string(), merged, prompt_lens, choices_per_prompt, guard))
+    let mut deltas = DeltaStream::new(serving.clone(), id.to_string(), merged, prompt_lens, choices_per_prompt, guard);
+    deltas.journal = Some(journal);
+    deltas.count_prompt();
+    Ok(deltas)
 }
 
 fn renumbered(stream: RequestStream, offset: usize) -> BoxStream<'static, Delta> {
@@ -55,6 +61,8 @@ pub struct DeltaStream {
     /// Tokens of each choice not yet counted in `completion_tokens` (it is still running).
     open_tokens: Vec<usize>,
     last_token_at: Vec<Option<Instant>>,
+    /// Where the running token counts go (what an early end is billed for).
+    journal: Option<Arc<Journal>>,
     _in_flight: InFlightGuard,
 }
 
@@ -80,6 +88,7 @@ impl DeltaStream {
             completion_tokens: 0,
             open_tokens: vec![0; choices],
             last_token_at: vec![None; choices],
+            journal: None,
             _in_flight: guard,
         }
     }
@@ -122,7 +131,18 @@ impl DeltaStream {
         Usage::new(prompt, self.completion_tokens + self.open_tokens.iter().sum::<usize>(), cached)
     }
 
+    /// The prompt tokens submitted (and, once reported, how many hit the prefix cache).
+    fn count_prompt(&self) {
+        if let Some(journal) = &self.journal {
+            let usage = self.usage_so_far();
+            journal.live.set_prompt(usage.prompt_tokens as u64, usage.prompt_tokens_details.cached_tokens as u64);
+        }
+    }
+
     fn observe(&mut self, delta: &Delta) {
+        if let Some(journal) = &self.journal {
+            journal.live.add_completion(delta.token_ids.len() as u64);
+        }
         let now = Instant::now();
         let metrics = self.serving.metrics();
         if let Some(slot) = self.last_token_at.get_mut(delta.index) {
@@ -147,6 +167,7 @@ impl DeltaStream {
             if let Some(slot) = self.prompt_usage.get_mut(prompt) {
                 slot.get_or_insert((usage.prompt_tokens, usage.cached_tokens));
             }
+            self.count_prompt();
         }
         if let Some(metrics) = metrics {
             metrics.observe_finish(reason.as_str(), delta.timings.as_ref());
@@ -160,6 +181,22 @@ impl DeltaStream {
                 cached_tokens = usage.prompt_tokens_details.cached_tokens,
                 "generation finished"
             );
+        }
+    }
+}
+
+/// Tokens the engine already sent but nobody read (the client hung up) were generated
+/// too: they are counted before the stream goes.
+impl Drop for DeltaStream {
+    fn drop(&mut self) {
+        if self.journal.is_none() {
+            return;
+        }
+        while self.unfinished > 0 {
+            match self.merged.next().now_or_never() {
+                Some(Some(delta)) => self.observe(&delta),
+                _ => break,
+            }
         }
     }
 }

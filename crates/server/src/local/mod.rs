@@ -77,7 +77,8 @@ async fn generate<A: LocalApi>(serving: Arc<Serving>, call: Call<A>) -> Result<R
     let limits = serving.limits().clone();
     let (request, prepared) = prepare::<A>(engine.clone(), request, ctx.request_id.clone(), meta, limits).await?;
     let prompt_param = <A::Request as ApiRequest>::PROMPT_PARAM;
-    let deltas = deltas::start(&serving, &engine, &ctx.request_id, prepared.requests, prompt_param)?;
+    let deltas =
+        deltas::start(&serving, &engine, &ctx.request_id, prepared.requests, prompt_param, ctx.journal.clone())?;
     let chunks = stream::chunks(prepared.format, deltas, ctx.cancel.clone(), ctx.journal.clone());
     if request.is_stream() {
         return Ok(Reply::Stream(chunks));

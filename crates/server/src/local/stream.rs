@@ -22,6 +22,10 @@ pub trait ResponseFormat: Send + 'static {
     fn chunk(&mut self, delta: &Delta) -> Option<Self::Chunk>;
     /// The closing `choices: []` chunk carrying the usage.
     fn usage_chunk(&self, usage: Usage) -> Self::Chunk;
+    /// True when every chunk carries the usage so far (`continuous_usage_stats`).
+    fn continuous_usage(&self) -> bool;
+    /// Sets a chunk's usage (the running one, with `continuous_usage_stats`).
+    fn set_usage(chunk: &mut Self::Chunk, usage: Usage);
 }
 
 /// Every chunk of one request, always closed by the usage chunk (the SSE encoder hides it
@@ -33,7 +37,11 @@ pub fn chunks<F: ResponseFormat>(
     journal: Arc<Journal>,
 ) -> ReplyStream<F::Chunk> {
     Box::pin(async_stream::stream! {
-        for chunk in format.opening(deltas.choices()) {
+        let continuous = format.continuous_usage();
+        for mut chunk in format.opening(deltas.choices()) {
+            if continuous {
+                F::set_usage(&mut chunk, deltas.usage_so_far());
+            }
             yield Ok(chunk);
         }
         // One waiter for the whole stream, not one registered per delta.
@@ -52,7 +60,10 @@ pub fn chunks<F: ResponseFormat>(
             };
             let Some(delta) = delta else { break };
             note_timings(&journal, &delta);
-            if let Some(chunk) = format.chunk(&delta) {
+            if let Some(mut chunk) = format.chunk(&delta) {
+                if continuous {
+                    F::set_usage(&mut chunk, deltas.usage_so_far());
+                }
                 yield Ok(chunk);
             }
         }

@@ -24,7 +24,17 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, HttpErr
     if !state.is_ready() {
         return Err(ApiError::unavailable("the model is still loading").into());
     }
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(with_shared_state(json!({"status": "ready"}), &state)))
+}
+
+/// With Redis configured, `shared_state` says whether it answers ("ok" or "unreachable"). A
+/// Redis outage hits every replica alike, so it does not take this one out of rotation; the
+/// budget checks follow `on_shared_state_error` meanwhile.
+fn with_shared_state(mut body: Value, state: &AppState) -> Value {
+    if let Some(up) = state.gateway().and_then(|gateway| gateway.shared_state_up()) {
+        body["shared_state"] = json!(if up { "ok" } else { "unreachable" });
+    }
+    body
 }
 
 pub async fn version() -> Json<Value> {
