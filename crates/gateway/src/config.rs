@@ -37,6 +37,12 @@ pub struct GatewayConfig {
     pub ledger_batch_size: usize,
     /// Rows waiting for the writer; beyond it rows are counted as dropped and logged.
     pub ledger_queue_capacity: usize,
+    /// Spools admitted and completed requests to a local file before they are committed,
+    /// so a kill -9 loses none (replayed at the next start).
+    pub ledger_spool: bool,
+    /// The spool's path (one `<path>.<n>` per process); default: `ledger.spool` next to the
+    /// SQLite file, or in the data dir.
+    pub ledger_spool_path: Option<PathBuf>,
     /// Prices per model, in currency units per million tokens.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, Price>,
@@ -80,6 +86,8 @@ impl Default for GatewayConfig {
             ledger_batch_interval_ms: ledger.batch_interval_ms,
             ledger_batch_size: ledger.batch_size,
             ledger_queue_capacity: ledger.channel_capacity,
+            ledger_spool: true,
+            ledger_spool_path: None,
             prices: BTreeMap::new(),
             gpu_hour: None,
             teams: BTreeMap::new(),
@@ -97,11 +105,13 @@ pub struct LedgerConfig {
     pub batch_interval_ms: u64,
     pub batch_size: usize,
     pub channel_capacity: usize,
+    /// The spool (see `ledger::spool`); none: no spool.
+    pub spool_path: Option<PathBuf>,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self { batch_interval_ms: 200, batch_size: 512, channel_capacity: 16_384 }
+        Self { batch_interval_ms: 200, batch_size: 512, channel_capacity: 16_384, spool_path: None }
     }
 }
 
@@ -159,7 +169,23 @@ impl GatewayConfig {
             batch_interval_ms: self.ledger_batch_interval_ms,
             batch_size: self.ledger_batch_size,
             channel_capacity: self.ledger_queue_capacity,
+            spool_path: self.ledger_spool.then(|| self.resolved_spool_path()),
         }
+    }
+
+    /// `ledger_spool_path`, or `ledger.spool` next to the SQLite file or in the data dir.
+    pub fn resolved_spool_path(&self) -> PathBuf {
+        if let Some(path) = &self.ledger_spool_path {
+            return path.clone();
+        }
+        let url = self.resolved_database_url();
+        let sqlite_file = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        let sqlite_dir = sqlite_file
+            .map(|file| PathBuf::from(file.split('?').next().unwrap_or(file)))
+            .filter(|file| !file.starts_with(":memory:"))
+            .and_then(|file| file.parent().map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty());
+        sqlite_dir.unwrap_or_else(|| self.resolved_data_dir()).join("ledger.spool")
     }
 
     /// The stages in their configured order; each at most once.
@@ -230,6 +256,18 @@ mod tests {
         assert_eq!(config.cost("other", 10, 0, 10), 0.0);
         config.gpu_hour = Some(GpuHour { price: 2.0, tokens_per_hour: 1000.0 });
         assert!((config.cost("other", 250, 0, 250) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_spool_sits_next_to_the_sqlite_file_or_in_the_data_dir() {
+        let mut config = GatewayConfig { data_dir: Some("/data".into()), ..GatewayConfig::default() };
+        assert_eq!(config.ledger().spool_path, Some(PathBuf::from("/data/ledger.spool")));
+        config.database_url = Some("sqlite:///db/x.db?mode=rwc".into());
+        assert_eq!(config.resolved_spool_path(), PathBuf::from("/db/ledger.spool"));
+        config.database_url = Some("postgres://h/db".into());
+        assert_eq!(config.resolved_spool_path(), PathBuf::from("/data/ledger.spool"));
+        config.ledger_spool = false;
+        assert_eq!(config.ledger().spool_path, None);
     }
 
     #[test]

@@ -1,16 +1,25 @@
-//! The usage ledger: one row per request, appended by a batching writer off the
-//! request path. A full channel never blocks a request: the row is counted and logged.
+//! The usage ledger: one row per request, written by a batching writer off the request path.
+//! A request is spooled (see [`spool`]) when it is admitted and again when it completes;
+//! while it runs, each flush tick writes its row with the tokens known so far, so a
+//! `kill -9` loses no admitted request. A full queue never blocks a request: the row stays
+//! in the spool and is counted as dropped.
+
+mod in_flight;
+mod spool;
+mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::config::LedgerConfig;
+use crate::config::{GatewayConfig, LedgerConfig};
+use crate::context::Journal;
 use crate::store::Store;
+use in_flight::Shared;
 
 /// One metered request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -44,46 +53,112 @@ pub struct UsageRecord {
     pub prompt_version: u32,
     #[serde(default)]
     pub prompt_label: String,
+    /// Running, completed, or cut off by the death of its process.
+    #[serde(default)]
+    pub state: RowState,
+}
+
+/// Where a ledger row stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowState {
+    /// Admitted and running: tokens are those known at the last flush.
+    Admitted,
+    #[default]
+    Done,
+    /// Its process died while it ran (found in the spool at the next start).
+    Interrupted,
+}
+
+impl RowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admitted => "admitted",
+            Self::Done => "done",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Unknown text reads as `done` (rows from before the column).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "admitted" => Self::Admitted,
+            "interrupted" => Self::Interrupted,
+            _ => Self::Done,
+        }
+    }
+}
+
+/// A request as it is admitted: its first row, and what refreshes that row while it runs.
+pub struct Admission {
+    /// State `admitted`, no tokens yet.
+    pub row: UsageRecord,
+    /// The request's journal, whose live counts the flush ticks write.
+    pub journal: Arc<Journal>,
+    pub received: Instant,
+    /// Prices the tokens known so far.
+    pub pricing: Arc<GatewayConfig>,
 }
 
 enum Command {
-    Row(Box<UsageRecord>),
+    /// A completed row and its spool sequence number.
+    Row(Box<UsageRecord>, u64),
     Flush(oneshot::Sender<()>),
 }
 
 /// The sending side; cheap to share.
 pub struct Ledger {
     tx: mpsc::Sender<Command>,
-    dropped: AtomicU64,
+    shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Ledger {
-    /// Starts the writer task on the current runtime.
+    /// Starts the writer task on the current runtime, without a spool.
     pub fn start(store: Store, config: &LedgerConfig) -> Arc<Self> {
+        Self::start_with(store, config, None)
+    }
+
+    /// Replays the spool left by earlier processes (when `config.spool_path` is set), then
+    /// starts the writer over a fresh spool.
+    pub async fn open(store: Store, config: &LedgerConfig) -> anyhow::Result<Arc<Self>> {
+        let spool = match &config.spool_path {
+            Some(path) => Some(spool::recover(&store, path).await?),
+            None => None,
+        };
+        Ok(Self::start_with(store, config, spool))
+    }
+
+    fn start_with(store: Store, config: &LedgerConfig, spool: Option<spool::Spool>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
+        let shared = Arc::new(Shared::new(spool));
         let interval = Duration::from_millis(config.batch_interval_ms.max(1));
-        let writer = tokio::spawn(write_loop(store, rx, interval, config.batch_size.max(1)));
-        Arc::new(Self { tx, dropped: AtomicU64::new(0), writer: Mutex::new(Some(writer)) })
+        let writer = writer::Writer::new(store, shared.clone(), config.batch_size.max(1));
+        let writer = tokio::spawn(writer.run(rx, interval));
+        Arc::new(Self { tx, shared, writer: Mutex::new(Some(writer)) })
     }
 
-    /// Queues a row without waiting. Returns false (counted, logged) when the queue is full.
+    /// Spools a request as it is admitted; its row is written at the next flush tick and
+    /// refreshed at each one until [`Ledger::complete`].
+    pub fn admit(&self, admission: Admission) {
+        self.shared.admit(admission);
+    }
+
+    /// Queues the completed row of an admitted request without waiting.
+    /// Returns false (counted, logged, kept in the spool) when the queue is full.
+    pub fn complete(&self, row: UsageRecord, journal: &Arc<Journal>) -> bool {
+        self.shared.complete(row, Some(journal), &self.tx)
+    }
+
+    /// Queues a row that was never admitted (see [`Ledger::complete`]).
     pub fn record(&self, row: UsageRecord) -> bool {
-        match self.tx.try_send(Command::Row(Box::new(row))) {
-            Ok(()) => true,
-            Err(error) => {
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if dropped.is_power_of_two() {
-                    tracing::warn!(dropped, %error, "usage ledger queue full: row dropped");
-                }
-                false
-            }
-        }
+        self.shared.complete(row, None, &self.tx)
     }
 
-    /// Rows dropped because the queue was full.
+    /// Rows not written: a full queue, or a commit that failed after retries. They stay in
+    /// the spool and are written at the next start.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Rows waiting for the writer.
@@ -91,7 +166,12 @@ impl Ledger {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Waits until every row queued so far is committed.
+    /// Requests admitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// Waits until every row queued so far is committed, with in-flight rows refreshed.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Command::Flush(done)).await.is_ok() {
@@ -99,58 +179,22 @@ impl Ledger {
         }
     }
 
-    /// Flushes and stops the writer (at shutdown).
+    /// Flushes, stops the writer and lets go of the spool (at shutdown). Requests still
+    /// running stay in the spool as admitted: the next start marks them interrupted.
     pub async fn close(&self) {
         self.flush().await;
         if let Some(writer) = self.writer.lock().await.take() {
             writer.abort();
             let _ = writer.await;
         }
+        self.shared.release_spool();
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Command>, interval: Duration, batch_size: usize) {
-    let mut batch: Vec<UsageRecord> = Vec::with_capacity(batch_size);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            command = rx.recv() => match command {
-                Some(Command::Row(row)) => {
-                    batch.push(*row);
-                    if batch.len() >= batch_size {
-                        commit(&store, &mut batch).await;
-                    }
-                }
-                Some(Command::Flush(done)) => {
-                    commit(&store, &mut batch).await;
-                    let _ = done.send(());
-                }
-                None => break,
-            },
-            _ = ticker.tick() => commit(&store, &mut batch).await,
-        }
+/// Counts one more dropped row, logging at powers of two.
+fn count_dropped(dropped: &AtomicU64, rows: u64, why: &str) {
+    let before = dropped.fetch_add(rows, Ordering::Relaxed);
+    if (before + rows).is_power_of_two() || before == 0 {
+        tracing::warn!(dropped = before + rows, why, "usage ledger rows not written (kept in the spool)");
     }
-    commit(&store, &mut batch).await;
-}
-
-/// Commits the batch in one transaction, retrying a few times before giving up loudly.
-async fn commit(store: &Store, batch: &mut Vec<UsageRecord>) {
-    if batch.is_empty() {
-        return;
-    }
-    for attempt in 1..=3 {
-        match store.insert_usage(batch).await {
-            Ok(()) => {
-                batch.clear();
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(attempt, rows = batch.len(), %error, "usage ledger write failed");
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-            }
-        }
-    }
-    tracing::error!(rows = batch.len(), "usage ledger rows lost after retries");
-    batch.clear();
 }

@@ -16,7 +16,7 @@ use crate::api::{Api, Backend, Call, CallResult, Endpoint, Reply, ReplyStream, S
 use crate::config::GatewayConfig;
 use crate::context::CallContext;
 use crate::endpoint::{ApiReply, ApiRequest};
-use crate::ledger::{Ledger, UsageRecord};
+use crate::ledger::{Admission, Ledger, RowState, UsageRecord};
 use crate::metrics::GatewayMetrics;
 use crate::policy::PolicyState;
 use crate::telemetry::RequestSpan;
@@ -60,6 +60,7 @@ impl MeterState {
         run: impl Future<Output = CallResult<A>>,
     ) -> CallResult<A> {
         let (received, journal) = (tally.ctx.received, tally.ctx.journal.clone());
+        self.admit(&tally);
         let mut booking = Booking { tally: Some(tally), state: self };
         match run.await {
             Ok(mut outcome) => {
@@ -211,7 +212,37 @@ impl Tally {
             prompt_name: used.map(|used| used.name.clone()).unwrap_or_default(),
             prompt_version: used.map_or(0, |used| used.version),
             prompt_label: used.and_then(|used| used.label.clone()).unwrap_or_default(),
+            state: RowState::Done,
         }
+    }
+}
+
+/// Ledger durability: the row a request gets as it is admitted, completed by `finish`.
+impl MeterState {
+    fn admit(&self, tally: &Tally) {
+        if let Some(ledger) = &self.ledger {
+            ledger.admit(tally.admission(&self.config));
+        }
+    }
+}
+
+impl Tally {
+    fn admission(&self, config: &Arc<GatewayConfig>) -> Admission {
+        let principal = &self.ctx.principal;
+        let row = UsageRecord {
+            request_id: self.ctx.request_id.clone(),
+            ts: self.ts,
+            operation: self.endpoint.operation().to_string(),
+            model: self.model.clone(),
+            key_id: principal.key_id.clone(),
+            key_alias: principal.alias.clone(),
+            team: principal.team.clone(),
+            user: self.user.clone(),
+            state: RowState::Admitted,
+            ..UsageRecord::default()
+        };
+        let (journal, received) = (self.ctx.journal.clone(), self.ctx.received);
+        Admission { row, journal, received, pricing: config.clone() }
     }
 }
 
@@ -220,6 +251,7 @@ impl MeterState {
     fn finish(&self, mut tally: Tally) -> f64 {
         let key = tally.ctx.principal.key.clone();
         let hold = tally.ctx.journal.budget_hold.take();
+        let journal = tally.ctx.journal.clone();
         let span = tally.span.take();
         let record = tally.into_record(&self.config);
         let cost = record.cost;
@@ -237,7 +269,7 @@ impl MeterState {
             spawn(async move { policy.settle(key.as_deref(), &team, cost, completion, hold).await });
         }
         if let Some(ledger) = &self.ledger {
-            ledger.record(record);
+            ledger.complete(record, &journal);
         }
         cost
     }

@@ -35,8 +35,10 @@ impl GatewayMetrics {
             &["reason"],
         )?;
         let ledger_depth = IntGauge::new("sconce_gateway_ledger_queue_depth", "Ledger rows waiting for the writer")?;
-        let ledger_dropped =
-            IntCounter::new("sconce_gateway_ledger_dropped_total", "Ledger rows dropped on a full queue")?;
+        let ledger_dropped = IntCounter::new(
+            "sconce_gateway_ledger_dropped_total",
+            "Ledger rows not written (full queue, or commits failed after retries); kept in the spool",
+        )?;
         let buckets = vec![0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1];
         let overhead = Histogram::with_opts(
             HistogramOpts::new("sconce_gateway_overhead_seconds", "Time spent in gateway stages").buckets(buckets),

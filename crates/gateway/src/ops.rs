@@ -52,6 +52,8 @@ impl Gateway {
     pub async fn open(config: GatewayConfig, admin_key: Option<String>) -> anyhow::Result<Arc<Self>> {
         let store = Store::open(&config.resolved_database_url()).await?;
         let metrics = Arc::new(GatewayMetrics::new()?);
+        // Replays the spool first, so budgets are seeded with interrupted requests too.
+        let ledger = Ledger::open(store.clone(), &config.ledger()).await?;
         let redis = match config.redis_url.as_deref() {
             Some(url) => Some(connect_redis(&config, url, &metrics).await?),
             None => None,
@@ -64,7 +66,6 @@ impl Gateway {
             seed_spend(&store, &spend).await?;
         }
         let config = Arc::new(config);
-        let ledger = Ledger::start(store.clone(), &config.ledger());
         let auth = Auth::new(keys, admin_key.as_deref());
         let redis_probe = redis.clone();
         let policy = Arc::new(PolicyState {
@@ -154,10 +155,17 @@ impl Gateway {
         self.ledger.flush().await;
     }
 
-    /// Every ledger row, once those booked so far are written.
+    /// Every completed ledger row (not those of requests still running), once those booked
+    /// so far are written.
     pub async fn ledger_rows(&self) -> Result<Vec<crate::ledger::UsageRecord>, GatewayError> {
         self.ledger.flush().await;
-        self.store.usage(0, i64::MAX, None).await.map_err(GatewayError::Internal)
+        let rows = self.store.usage(0, i64::MAX, None).await.map_err(GatewayError::Internal)?;
+        Ok(rows.into_iter().filter(|row| row.state != crate::ledger::RowState::Admitted).collect())
+    }
+
+    /// Requests the ledger holds as admitted and not yet completed.
+    pub fn ledger_in_flight(&self) -> usize {
+        self.ledger.in_flight()
     }
 
     pub async fn create_key(&self, new: NewKey) -> anyhow::Result<(String, ApiKey)> {

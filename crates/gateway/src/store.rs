@@ -9,12 +9,18 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::keys::ApiKey;
-use crate::ledger::UsageRecord;
+use crate::ledger::{RowState, UsageRecord};
 
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+mod usage_rows;
+
+use usage_rows::{bind_usage_rows, merge_repeated_ids, usage_insert_sql, ROWS_PER_INSERT};
+
+/// Applied migrations must never change: `tests/store.rs` pins their checksums.
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "usage operation", include_str!("../migrations/0002_usage_operation.sql")),
     (3, "prompts", include_str!("../migrations/0003_prompts.sql")),
+    (5, "ledger durability", include_str!("../migrations/0005_ledger_durability.sql")),
 ];
 
 /// A connection pool with the schema in place.
@@ -91,9 +97,11 @@ impl Store {
     }
 
     /// Writes rows in one transaction: all of the batch or none of it.
-    /// Appends rows. A row written again as it was (a retried batch) is ignored; another
-    /// request under an id seen before (a client may resend its `x-request-id`) adds its
-    /// tokens and cost to the existing row, so nothing goes unbilled.
+    /// A completed row replaces its request's `admitted` row; an `admitted` row raises the
+    /// tokens of one still admitted and leaves a completed one alone. A completed row written
+    /// again as it was (a retried batch, a replayed spool) is ignored; another request under an
+    /// id seen before (a client may resend its `x-request-id`) adds its tokens and cost to the
+    /// existing row, so nothing goes unbilled.
     pub async fn insert_usage(&self, rows: &[UsageRecord]) -> anyhow::Result<()> {
         let rows = merge_repeated_ids(rows);
         let mut tx = self.pool.begin().await?;
@@ -103,6 +111,23 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Marks the rows of `request_ids` still `admitted` as `interrupted` (their process died);
+    /// returns how many it marked.
+    pub async fn mark_interrupted(&self, request_ids: &[String]) -> anyhow::Result<u64> {
+        let mut marked = 0;
+        for chunk in request_ids.chunks(ROWS_PER_INSERT) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE usage_ledger SET state = 'interrupted', finish_reason = 'interrupted' \
+                 WHERE state = 'admitted' AND request_id IN ({})",
+                list.join(", ")
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql), |query, id| query.bind(id));
+            marked += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(marked)
     }
 
     /// Ledger rows with `start <= ts < end`, optionally for one key.
@@ -136,6 +161,14 @@ impl Store {
     }
 }
 
+/// Each migration's version and SHA-384 checksum (hex), as sqlx records them when applied.
+pub fn migration_checksums() -> Vec<(i64, String)> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    migrator().migrations.iter().map(|migration| (migration.version, hex(&migration.checksum))).collect()
+}
+
+/// Additive migrations; a database migrated by a newer binary (versions this one lacks)
+/// still opens.
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS
         .iter()
@@ -143,7 +176,7 @@ fn migrator() -> Migrator {
             Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, Cow::Borrowed(sql), false)
         })
         .collect();
-    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: true, locking: true, no_tx: false }
 }
 
 /// Creates the database's folder and asks sqlx to create the file.
@@ -154,86 +187,6 @@ fn prepare_sqlite(url: &str) -> anyhow::Result<String> {
         std::fs::create_dir_all(dir)?;
     }
     Ok(if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") })
-}
-
-/// Rows per multi-row INSERT (21 parameters each, well under SQLite's limit).
-const ROWS_PER_INSERT: usize = 64;
-const USAGE_COLUMNS: usize = 21;
-
-/// `($1, …, $21), ($22, …)`: placeholders for `rows` rows.
-fn usage_placeholders(rows: usize) -> String {
-    let tuple = |row: usize| {
-        let params: Vec<String> = (1..=USAGE_COLUMNS).map(|col| format!("${}", row * USAGE_COLUMNS + col)).collect();
-        format!("({})", params.join(", "))
-    };
-    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
-}
-
-fn usage_insert_sql(rows: usize) -> String {
-    format!(
-        "INSERT INTO usage_ledger (request_id, ts, operation, model, key_id, key_alias, team, user_id, status, \
-         finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s, \
-         prompt_name, prompt_version, prompt_label) VALUES {} ON CONFLICT (request_id) DO UPDATE SET \
-         prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, \
-         completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, \
-         cached_tokens = usage_ledger.cached_tokens + excluded.cached_tokens, \
-         cost = usage_ledger.cost + excluded.cost \
-         WHERE usage_ledger.ts <> excluded.ts OR usage_ledger.latency_s <> excluded.latency_s",
-        usage_placeholders(rows)
-    )
-}
-
-/// One row per request id (an upsert may touch a row once per statement): repeats add
-/// their tokens and cost to the first.
-fn merge_repeated_ids(rows: &[UsageRecord]) -> Vec<UsageRecord> {
-    let mut merged: Vec<UsageRecord> = Vec::with_capacity(rows.len());
-    let mut index = std::collections::HashMap::with_capacity(rows.len());
-    for row in rows {
-        match index.get(&row.request_id) {
-            Some(&at) => {
-                let first: &mut UsageRecord = &mut merged[at];
-                first.prompt_tokens += row.prompt_tokens;
-                first.completion_tokens += row.completion_tokens;
-                first.cached_tokens += row.cached_tokens;
-                first.cost += row.cost;
-            }
-            None => {
-                index.insert(row.request_id.clone(), merged.len());
-                merged.push(row.clone());
-            }
-        }
-    }
-    merged
-}
-
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-fn bind_usage_rows<'q>(mut query: AnyQuery<'q>, rows: &'q [UsageRecord]) -> AnyQuery<'q> {
-    for row in rows {
-        query = query
-            .bind(&row.request_id)
-            .bind(row.ts)
-            .bind(&row.operation)
-            .bind(&row.model)
-            .bind(&row.key_id)
-            .bind(&row.key_alias)
-            .bind(&row.team)
-            .bind(&row.user)
-            .bind(i64::from(row.status))
-            .bind(&row.finish_reason)
-            .bind(row.prompt_tokens as i64)
-            .bind(row.completion_tokens as i64)
-            .bind(row.cached_tokens as i64)
-            .bind(row.cost)
-            .bind(row.ttft_s)
-            .bind(row.tpot_s)
-            .bind(row.latency_s)
-            .bind(row.overhead_s)
-            .bind(&row.prompt_name)
-            .bind(i64::from(row.prompt_version))
-            .bind(&row.prompt_label);
-    }
-    query
 }
 
 fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
@@ -259,6 +212,7 @@ fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
         prompt_name: row.try_get("prompt_name")?,
         prompt_version: u32::try_from(row.try_get::<i64, _>("prompt_version")?).unwrap_or(0),
         prompt_label: row.try_get("prompt_label")?,
+        state: RowState::parse(&row.try_get::<String, _>("state")?),
     })
 }
 
