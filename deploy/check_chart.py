@@ -513,6 +513,25 @@ def scenarios():
         "model": {"maxNumSeqs": 64, "maxNumBatchedTokens": 1024, "kvCacheMemory": "1GiB", "device": "cpu"},
     }
     yield "inline-secrets", deep_merge(defaults, inline)
+    yield "gateway-auth-off", deep_merge(defaults, {"gateway": {"enabled": True, "auth": "off"}})
+
+
+# Scenarios the chart must refuse to render, with a word the refusal must contain.
+REFUSED = [
+    ("gateway-without-admin-key", {"gateway": {"enabled": True}}, "adminKey"),
+]
+
+
+def check_refusals(failures):
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    for name, override, word in REFUSED:
+        try:
+            render_chart(deep_merge(defaults, override))
+        except TemplateError as error:
+            failures.check(word in str(error), f"{name}: refused without naming {word}: {error}")
+            print(f"{name}: refused as it should be ({error})")
+            continue
+        failures.append(f"{name}: rendered, but must be refused")
 
 
 class Failures(list):
@@ -721,8 +740,8 @@ def run_sconce(name, values, docs, sconce, failures):
                 expect.append((gateway.get("database_url"), fakes["GATEWAY_DATABASE_URL"], "database_url"))
             if "GATEWAY_REDIS_URL" in fakes:
                 expect.append((gateway.get("redis_url"), fakes["GATEWAY_REDIS_URL"], "redis_url"))
-            admin = values["adminKey"]["value"] or values["adminKey"]["existingSecret"]
-            expect.append((gateway.get("admin_key_env"), "SCONCE_ADMIN_KEY" if admin else None, "admin_key_env"))
+            expect.append((gateway.get("admin_key_env"), "SCONCE_ADMIN_KEY", "admin_key_env"))
+            expect.append((gateway.get("auth"), values["gateway"]["auth"], "auth"))
         else:
             expect[-1] = (gateway["enabled"], False, "gateway.enabled")
         for key, flag in (("servedModelName", "served_model_name"), ("dtype", "dtype")):
@@ -762,6 +781,7 @@ def main():
         print(f"{name}: rendered {', '.join(sorted(docs))}")
         if args.sconce and "Deployment" in docs:
             run_sconce(name, values, docs, args.sconce, failures)
+    check_refusals(failures)
     for failure in failures:
         print("FAIL", failure, file=sys.stderr)
     print(f"{'FAILED' if failures else 'ok'}: {len(failures)} problem(s)")

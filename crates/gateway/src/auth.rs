@@ -1,10 +1,13 @@
 //! Bearer-key authentication: 401 for a missing, unknown, revoked or expired key;
-//! 403 for admin routes without the admin key.
+//! 403 for admin routes without the admin key. Auth is on unless configured `off`:
+//! it never depends on how many keys exist.
 
 use std::sync::Arc;
 
 use sconce_protocol::ApiError;
+use subtle::ConstantTimeEq;
 
+use crate::config::AuthMode;
 use crate::context::Principal;
 use crate::error::GatewayError;
 use crate::keys::{hash_key, KeyCache};
@@ -12,29 +15,33 @@ use crate::keys::{hash_key, KeyCache};
 pub struct Auth {
     pub keys: Arc<KeyCache>,
     admin_hash: Option<String>,
+    mode: AuthMode,
 }
 
 impl Auth {
-    pub fn new(keys: Arc<KeyCache>, admin_key: Option<&str>) -> Self {
-        Self { keys, admin_hash: admin_key.map(hash_key) }
+    pub fn new(keys: Arc<KeyCache>, admin_key: Option<&str>, mode: AuthMode) -> Self {
+        Self { keys, admin_hash: admin_key.filter(|key| !key.is_empty()).map(hash_key), mode }
     }
 
-    /// Auth is on when an admin key or any stored key exists.
-    pub fn is_enabled(&self) -> bool {
-        self.admin_hash.is_some() || !self.keys.is_empty()
+    pub fn mode(&self) -> AuthMode {
+        self.mode
     }
 
-    /// The caller behind an `Authorization` header value.
+    /// The caller behind an `Authorization` header value. With auth `off` anyone is
+    /// anonymous, but the admin key and valid keys are still recognised.
     pub fn authenticate(&self, authorization: Option<&str>, now: i64) -> Result<Principal, ApiError> {
-        if !self.is_enabled() {
-            return Ok(Principal { alias: "anonymous".into(), ..Principal::default() });
+        let found = bearer(authorization).map(|secret| self.lookup(secret, now));
+        match (found, self.mode) {
+            (Some(Ok(principal)), _) => Ok(principal),
+            (_, AuthMode::Off) => Ok(Principal { alias: "anonymous".into(), ..Principal::default() }),
+            (Some(Err(error)), AuthMode::Required) => Err(error),
+            (None, AuthMode::Required) => Err(unauthorized("missing API key: send `Authorization: Bearer <key>`")),
         }
-        let secret = authorization
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>`"))?;
-        if self.admin_hash.as_deref() == Some(hash_key(secret).as_str()) {
+    }
+
+    fn lookup(&self, secret: &str, now: i64) -> Result<Principal, ApiError> {
+        let hash = hash_key(secret);
+        if self.is_admin_hash(&hash) {
             return Ok(Principal {
                 key_id: "admin".into(),
                 alias: "admin".into(),
@@ -42,9 +49,11 @@ impl Auth {
                 ..Principal::default()
             });
         }
+        // Keys are found by the SHA-256 of the secret: the lookup's timing says nothing
+        // about the secret itself.
         let key = self
             .keys
-            .find(secret)
+            .find_hash(&hash)
             .filter(|key| key.is_active(now))
             .ok_or_else(|| unauthorized("incorrect, revoked or expired API key"))?;
         Ok(Principal {
@@ -55,6 +64,19 @@ impl Auth {
             key: Some(key),
         })
     }
+
+    /// Compares in constant time.
+    fn is_admin_hash(&self, hash: &str) -> bool {
+        self.admin_hash.as_deref().is_some_and(|admin| bool::from(admin.as_bytes().ct_eq(hash.as_bytes())))
+    }
+}
+
+/// The secret of `Bearer <secret>`, when there is one.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
 }
 
 pub fn unauthorized(message: &str) -> ApiError {
@@ -80,16 +102,29 @@ mod tests {
     use crate::keys::NewKey;
 
     #[test]
-    fn auth_is_off_without_keys_and_on_with_an_admin_key() {
+    fn required_auth_refuses_anonymous_callers_whatever_the_key_table_holds() {
         let keys = Arc::new(KeyCache::default());
-        assert!(Auth::new(keys.clone(), None).authenticate(None, 0).is_ok());
-        let auth = Auth::new(keys.clone(), Some("sk-admin"));
+        let without_admin = Auth::new(keys.clone(), None, AuthMode::Required);
+        assert_eq!(without_admin.authenticate(None, 0).err().map(|e| e.status), Some(401), "an empty key table");
+        let auth = Auth::new(keys.clone(), Some("sk-admin"), AuthMode::Required);
         assert_eq!(auth.authenticate(None, 0).err().map(|e| e.status), Some(401));
+        assert_eq!(auth.authenticate(Some("Bearer sk-admin2"), 0).err().map(|e| e.status), Some(401));
         assert!(auth.authenticate(Some("Bearer sk-admin"), 0).is_ok_and(|p| p.is_admin));
         let (secret, key) = NewKey { alias: "a".into(), team: "t".into(), ..NewKey::default() }.issue(0);
         keys.insert(key);
         let principal = auth.authenticate(Some(&format!("Bearer {secret}")), 0);
         assert_eq!(principal.as_ref().map(|p| p.team.as_str()).ok(), Some("t"));
         assert_eq!(principal.map(|p| require_admin(&p).err().map(|e| e.status)).ok(), Some(Some(403)));
+        keys.replace_all(Vec::new());
+        assert_eq!(auth.authenticate(Some(&format!("Bearer {secret}")), 0).err().map(|e| e.status), Some(401));
+        assert_eq!(auth.authenticate(None, 0).err().map(|e| e.status), Some(401), "still closed with no keys");
+    }
+
+    #[test]
+    fn auth_off_lets_anyone_in_and_still_knows_the_admin() {
+        let auth = Auth::new(Arc::new(KeyCache::default()), Some("sk-admin"), AuthMode::Off);
+        assert!(auth.authenticate(None, 0).is_ok_and(|p| !p.is_admin && p.key.is_none()));
+        assert!(auth.authenticate(Some("Bearer EMPTY"), 0).is_ok_and(|p| !p.is_admin));
+        assert!(auth.authenticate(Some("Bearer sk-admin"), 0).is_ok_and(|p| p.is_admin));
     }
 }

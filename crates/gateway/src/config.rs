@@ -13,8 +13,17 @@ use crate::stack::StageName;
 pub struct GatewayConfig {
     /// Turns the ops layer on (keys, limits, metering, ledger).
     pub enabled: bool,
-    /// Environment variable holding the admin key (auth turns on when it is set).
+    /// `required` (default): every request needs a key, and the server refuses to start
+    /// without an admin key; `off`: every caller is anonymous (the admin key still works).
+    pub auth: AuthMode,
+    /// Environment variable holding the admin key; default `SCONCE_ADMIN_KEY`.
     pub admin_key_env: Option<String>,
+    /// `/metrics` answers only the admin key.
+    pub metrics_auth: bool,
+    /// Serves `/metrics` on this address (e.g. `127.0.0.1:9464`) instead of the API port.
+    pub metrics_listen: Option<String>,
+    /// Adds per-key series (requests and spend by key alias) to `/metrics`.
+    pub per_key_metrics: bool,
     /// Ledger and key store location; default: `$SCONCE_DATA_DIR` or the user's data dir.
     pub data_dir: Option<PathBuf>,
     /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/sconce.db`.
@@ -75,7 +84,11 @@ impl Default for GatewayConfig {
         let ledger = LedgerConfig::default();
         Self {
             enabled: false,
+            auth: AuthMode::Required,
             admin_key_env: None,
+            metrics_auth: false,
+            metrics_listen: None,
+            per_key_metrics: false,
             data_dir: None,
             database_url: None,
             redis_url: None,
@@ -98,6 +111,18 @@ impl Default for GatewayConfig {
         }
     }
 }
+
+/// Whether the gateway asks for keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Required,
+    Off,
+}
+
+/// Where the admin key is read from when `admin_key_env` is not set.
+pub const DEFAULT_ADMIN_KEY_ENV: &str = "SCONCE_ADMIN_KEY";
 
 /// The ledger writer's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,8 +226,24 @@ impl GatewayConfig {
 
     /// The admin key from the configured environment variable, if set and non-empty.
     pub fn admin_key(&self) -> Option<String> {
-        let name = self.admin_key_env.as_deref()?;
-        std::env::var(name).ok().filter(|key| !key.is_empty())
+        std::env::var(self.admin_key_variable()).ok().filter(|key| !key.is_empty())
+    }
+
+    /// The environment variable the admin key is read from.
+    pub fn admin_key_variable(&self) -> &str {
+        self.admin_key_env.as_deref().unwrap_or(DEFAULT_ADMIN_KEY_ENV)
+    }
+
+    /// Refuses `auth = "required"` without an admin key, saying how to set one.
+    pub fn check_admin_key(&self, admin_key: Option<&str>) -> Result<(), GatewayError> {
+        if self.auth == AuthMode::Off || admin_key.is_some_and(|key| !key.is_empty()) {
+            return Ok(());
+        }
+        Err(GatewayError::config(format!(
+            "the gateway requires an admin key: export {}=<secret> (the variable `[gateway] admin_key_env` names), \
+             or set `[gateway] auth = \"off\"` to serve without keys",
+            self.admin_key_variable()
+        )))
     }
 
     pub fn resolved_data_dir(&self) -> PathBuf {

@@ -25,6 +25,12 @@ pub struct ApiKey {
     pub max_budget: Option<f64>,
     pub budget_period: Option<BudgetPeriod>,
     pub max_tokens: Option<u64>,
+    /// Most choices (`n`, `best_of`) a request may ask for.
+    #[serde(default)]
+    pub max_n: Option<u64>,
+    /// The most urgent `priority` the key may send (lower runs first); none: 0.
+    #[serde(default)]
+    pub max_priority: Option<i32>,
     pub revoked_at: Option<i64>,
 }
 
@@ -40,6 +46,9 @@ pub struct NewKey {
     pub budget_period: Option<BudgetPeriod>,
     pub models: Option<Vec<String>>,
     pub max_tokens: Option<u64>,
+    pub max_n: Option<u64>,
+    /// The most urgent `priority` the key may send (lower runs first); default 0.
+    pub max_priority: Option<i32>,
     /// Unix seconds after which the key stops working.
     pub expires_at: Option<i64>,
 }
@@ -61,6 +70,8 @@ impl NewKey {
             max_budget: self.max_budget,
             budget_period: self.budget_period,
             max_tokens: self.max_tokens,
+            max_n: self.max_n,
+            max_priority: self.max_priority,
             revoked_at: None,
         };
         (secret, key)
@@ -116,8 +127,12 @@ impl KeyCache {
     }
 
     pub fn find(&self, secret: &str) -> Option<Arc<ApiKey>> {
-        let hash = hash_key(secret);
-        self.by_hash.read().ok()?.get(&hash).cloned()
+        self.find_hash(&hash_key(secret))
+    }
+
+    /// The key whose secret hashes to `hash`.
+    pub fn find_hash(&self, hash: &str) -> Option<Arc<ApiKey>> {
+        self.by_hash.read().ok()?.get(hash).cloned()
     }
 
     pub fn len(&self) -> usize {

@@ -57,8 +57,11 @@ impl RateLimits {
         Self { local: Mutex::new(HashMap::new()), redis, clock: DefaultClock::default() }
     }
 
-    /// Takes `cells` from the key's per-minute bucket of `limit`.
+    /// Takes `cells` from the key's per-minute bucket of `limit`; a limit of 0 lets nothing through.
     pub async fn take(&self, key_id: &str, unit: Unit, limit: u64, cells: u64) -> Verdict {
+        if limit == 0 {
+            return refused(0, Duration::from_secs(60));
+        }
         let cells = cells.clamp(1, limit.max(1));
         if let Some(redis) = &self.redis {
             let name = format!("sconce:rl:{}:{key_id}", unit.as_str());
@@ -80,7 +83,7 @@ impl RateLimits {
                 allowed: true,
                 limit,
                 remaining: u64::from(state.remaining_burst_capacity()),
-                reset: Duration::from_secs(60).mul_f64(1.0 - state.remaining_burst_capacity() as f64 / limit as f64),
+                reset: Duration::from_secs(60).mul_f64(used_share(state.remaining_burst_capacity(), limit)),
             },
             Ok(Err(not_until)) => refused(limit, not_until.wait_time_from(self.clock.now())),
             Err(_) => refused(limit, Duration::from_secs(60)),
@@ -104,6 +107,11 @@ fn gcra(limit: u64, clock: &DefaultClock) -> Gcra {
     let per_minute = NonZeroU32::new(u32::try_from(limit).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct_with_clock(Quota::per_minute(per_minute), clock.clone())
         .with_middleware::<StateInformationMiddleware>()
+}
+
+/// The share of the bucket in use, in [0, 1] (a Duration cannot be scaled by NaN or < 0).
+fn used_share(remaining: u32, limit: u64) -> f64 {
+    (1.0 - f64::from(remaining) / limit.max(1) as f64).clamp(0.0, 1.0)
 }
 
 fn open(limit: u64) -> Verdict {
@@ -148,5 +156,15 @@ mod tests {
         assert!(!sixth.allowed);
         assert!(sixth.reset > Duration::from_secs(5) && sixth.reset <= Duration::from_secs(12));
         assert!(limits.take("other", Unit::Requests, 5, 1).await.allowed);
+    }
+
+    #[tokio::test]
+    async fn a_limit_of_zero_refuses_without_panicking() {
+        let limits = RateLimits::new(None);
+        for unit in [Unit::Requests, Unit::Tokens] {
+            let verdict = limits.take("zero", unit, 0, 1).await;
+            assert!(!verdict.allowed && verdict.remaining == 0 && verdict.reset >= Duration::from_secs(1));
+        }
+        assert_eq!(used_share(7, 0), 0.0);
     }
 }

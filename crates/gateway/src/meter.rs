@@ -258,7 +258,7 @@ impl MeterState {
         if let Some(metrics) = &self.metrics {
             metrics.observe_request(&record.model, &record.key_alias, record.status);
             metrics.observe_tokens(record.prompt_tokens, record.cached_tokens, record.completion_tokens);
-            metrics.observe_spend(&record.model, record.cost);
+            metrics.observe_spend(&record.model, &record.key_alias, record.cost);
             metrics.observe_overhead(record.overhead_s);
         }
         if let Some(span) = span {

@@ -1,13 +1,20 @@
-//! The gateway's Prometheus series, prefixed `sconce_`. Labels are bounded: key aliases
-//! (chosen by admins), never raw keys or users.
+//! The gateway's Prometheus series, prefixed `sconce_`. Labels are bounded: model labels
+//! are names the gateway serves (anything else is `other`), key aliases (chosen by admins)
+//! appear only with `per_key_metrics`, never raw keys or users.
+
+use std::sync::Arc;
 
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::names::ModelNames;
+
 pub struct GatewayMetrics {
     registry: Registry,
+    names: Arc<ModelNames>,
     requests: IntCounterVec,
+    per_key: Option<PerKey>,
     tokens: IntCounterVec,
     spend: CounterVec,
     rejections: IntCounterVec,
@@ -22,12 +29,14 @@ impl GatewayMetrics {
         &self.registry
     }
 
-    pub fn new() -> anyhow::Result<Self> {
+    /// `per_key`: also export requests and spend by key alias.
+    pub fn new(names: Arc<ModelNames>, per_key: bool) -> anyhow::Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("sconce_gateway_requests_total", "Gateway requests by model, key alias and status"),
-            &["model", "key", "status"],
+            Opts::new("sconce_gateway_requests_total", "Gateway requests by model and status"),
+            &["model", "status"],
         )?;
+        let per_key = if per_key { Some(PerKey::new(&registry)?) } else { None };
         let tokens = IntCounterVec::new(Opts::new("sconce_gateway_tokens_total", "Metered tokens by type"), &["type"])?;
         let spend = CounterVec::new(Opts::new("sconce_gateway_spend_total", "Metered cost by model"), &["model"])?;
         let rejections = IntCounterVec::new(
@@ -50,11 +59,25 @@ impl GatewayMetrics {
         registry.register(Box::new(ledger_depth.clone()))?;
         registry.register(Box::new(ledger_dropped.clone()))?;
         registry.register(Box::new(overhead.clone()))?;
-        Ok(Self { registry, requests, tokens, spend, rejections, ledger_depth, ledger_dropped, overhead })
+        Ok(Self {
+            registry,
+            names,
+            requests,
+            per_key,
+            tokens,
+            spend,
+            rejections,
+            ledger_depth,
+            ledger_dropped,
+            overhead,
+        })
     }
 
     pub fn observe_request(&self, model: &str, key: &str, status: u16) {
-        self.requests.with_label_values(&[model, key, status_label(status)]).inc();
+        self.requests.with_label_values(&[self.names.label(model), status_label(status)]).inc();
+        if let Some(per_key) = &self.per_key {
+            per_key.requests.with_label_values(&[key, status_label(status)]).inc();
+        }
     }
 
     pub fn observe_tokens(&self, prompt: u64, cached: u64, completion: u64) {
@@ -63,9 +86,12 @@ impl GatewayMetrics {
         self.tokens.with_label_values(&["completion"]).inc_by(completion);
     }
 
-    pub fn observe_spend(&self, model: &str, cost: f64) {
+    pub fn observe_spend(&self, model: &str, key: &str, cost: f64) {
         if cost > 0.0 {
-            self.spend.with_label_values(&[model]).inc_by(cost);
+            self.spend.with_label_values(&[self.names.label(model)]).inc_by(cost);
+            if let Some(per_key) = &self.per_key {
+                per_key.spend.with_label_values(&[key]).inc_by(cost);
+            }
         }
     }
 
@@ -85,6 +111,26 @@ impl GatewayMetrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8(buffer)?)
+    }
+}
+
+/// Series by key alias, exported only with `per_key_metrics`.
+struct PerKey {
+    requests: IntCounterVec,
+    spend: CounterVec,
+}
+
+impl PerKey {
+    fn new(registry: &Registry) -> anyhow::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new("sconce_gateway_key_requests_total", "Gateway requests by key alias and status"),
+            &["key", "status"],
+        )?;
+        let spend =
+            CounterVec::new(Opts::new("sconce_gateway_key_spend_total", "Metered cost by key alias"), &["key"])?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(spend.clone()))?;
+        Ok(Self { requests, spend })
     }
 }
 

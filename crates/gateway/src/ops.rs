@@ -20,6 +20,7 @@ use crate::ledger::Ledger;
 use crate::limits::RateLimits;
 use crate::meter::MeterState;
 use crate::metrics::GatewayMetrics;
+use crate::names::ModelNames;
 use crate::policy::PolicyState;
 use crate::prompts::PromptRegistry;
 use crate::redis_store::RedisStore;
@@ -44,6 +45,7 @@ pub struct Gateway {
     prompts: Arc<PromptRegistry>,
     /// The shared state, when configured (for `/ready`).
     redis: Option<RedisStore>,
+    names: Arc<ModelNames>,
 }
 
 impl Gateway {
@@ -51,7 +53,8 @@ impl Gateway {
     /// `admin_key` is usually [`GatewayConfig::admin_key`].
     pub async fn open(config: GatewayConfig, admin_key: Option<String>) -> anyhow::Result<Arc<Self>> {
         let store = Store::open(&config.resolved_database_url()).await?;
-        let metrics = Arc::new(GatewayMetrics::new()?);
+        let names = Arc::new(ModelNames::new(&config));
+        let metrics = Arc::new(GatewayMetrics::new(names.clone(), config.per_key_metrics)?);
         // Replays the spool first, so budgets are seeded with interrupted requests too.
         let ledger = Ledger::open(store.clone(), &config.ledger()).await?;
         let redis = match config.redis_url.as_deref() {
@@ -66,13 +69,14 @@ impl Gateway {
             seed_spend(&store, &spend).await?;
         }
         let config = Arc::new(config);
-        let auth = Auth::new(keys, admin_key.as_deref());
+        let auth = Auth::new(keys, admin_key.as_deref(), config.auth);
         let redis_probe = redis.clone();
         let policy = Arc::new(PolicyState {
             config: config.clone(),
             limits: RateLimits::new(redis),
             spend,
             metrics: Some(metrics.clone()),
+            names: names.clone(),
         });
         let meter = Arc::new(MeterState {
             config: config.clone(),
@@ -80,8 +84,18 @@ impl Gateway {
             metrics: Some(metrics.clone()),
             policy: Some(policy.clone()),
         });
-        let gateway =
-            Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts, redis: redis_probe });
+        let gateway = Arc::new(Self {
+            config,
+            store,
+            auth,
+            ledger,
+            metrics,
+            policy,
+            meter,
+            prompts,
+            redis: redis_probe,
+            names,
+        });
         tokio::spawn(reload(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
@@ -112,7 +126,10 @@ impl Gateway {
             }
             StageName::Cache if !self.config.cache.enabled => return Ok(None),
             StageName::Cache => {
-                let cache = ResponseCache::new(self.config.cache.clone(), CacheMetrics::new(registry).ok())?;
+                let cache = ResponseCache::new(
+                    self.config.cache.clone(),
+                    CacheMetrics::new(registry, self.names.clone()).ok(),
+                )?;
                 Stage::Cache(Arc::new(cache))
             }
         }))
@@ -136,8 +153,18 @@ impl Gateway {
         self.auth.authenticate(authorization, unix_now())
     }
 
-    pub fn auth_enabled(&self) -> bool {
-        self.auth.is_enabled()
+    pub fn auth_mode(&self) -> crate::config::AuthMode {
+        self.auth.mode()
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Tells the gateway the local engine's served name and aliases (metric labels, and
+    /// what a request without `model` resolves to).
+    pub fn set_local_model(&self, name: &str, aliases: &[String]) {
+        self.names.set_local(name, aliases);
     }
 
     /// Every name the routing serves: groups, aliases and `auto`.
@@ -186,12 +213,16 @@ impl Gateway {
         self.store.keys().await
     }
 
-    /// The usage report: everything for the admin, the caller's own key otherwise.
+    /// The usage report: everything for the admin, the caller's own key otherwise (and
+    /// nothing for a caller without a key).
     pub async fn usage(&self, query: &UsageQuery, principal: &Principal) -> Result<UsageReport, ApiError> {
         let group_by = GroupBy::parse(query.group_by.as_deref()).ok_or_else(|| {
             ApiError::invalid_param("group_by", "group_by must be model, key, team, user, operation or prompt")
         })?;
-        let scope = (self.auth.is_enabled() && !principal.is_admin).then_some(principal.key_id.as_str());
+        if !principal.is_admin && principal.key_id.is_empty() {
+            return Err(crate::auth::forbidden("usage is reported to a key's owner or the admin: send a key"));
+        }
+        let scope = (!principal.is_admin).then_some(principal.key_id.as_str());
         self.ledger.flush().await;
         let (start, end) = (query.start.unwrap_or(0), query.end.unwrap_or(unix_now() + 1));
         let rows = self.store.usage(start, end, scope).await.map_err(GatewayError::Internal)?;

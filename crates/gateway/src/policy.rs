@@ -12,9 +12,11 @@ use crate::config::{BudgetPeriod, GatewayConfig};
 use crate::context::{CallContext, Principal};
 use crate::endpoint::ApiRequest;
 use crate::error::GatewayError;
+use crate::key_limits;
 use crate::keys::ApiKey;
 use crate::limits::{self, RateLimits, Unit};
 use crate::metrics::GatewayMetrics;
+use crate::names::ModelNames;
 
 /// Everything the policy checks against, shared by all requests.
 pub struct PolicyState {
@@ -22,6 +24,8 @@ pub struct PolicyState {
     pub limits: RateLimits,
     pub spend: Arc<SpendBook>,
     pub metrics: Option<Arc<GatewayMetrics>>,
+    /// What a missing `model` resolves to, for the key's model list.
+    pub names: Arc<ModelNames>,
 }
 
 /// The policy stage over one endpoint's inner stages.
@@ -41,6 +45,7 @@ impl<A: Api> Backend<A> for Policed<A> {
         let state = self.state.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
+            state.limit_request(&call.ctx, &mut call.request)?;
             let headers = state.admit(&call.ctx.principal, &mut call.request).await?;
             if let Some(hold) = state.reserve(&call.ctx, &call.request).await? {
                 call.ctx.journal.budget_hold.put(hold);
@@ -66,10 +71,6 @@ impl PolicyState {
         _team: &str,
         request: &mut impl ApiRequest,
     ) -> Result<ExtraHeaders, Failure> {
-        if let Some(model) = request.model().filter(|model| !key.allows_model(model)) {
-            return Err(GatewayError::Forbidden(format!("this key may not use the model `{model}`")).into());
-        }
-        clamp_max_tokens(key, request)?;
         let mut headers = ExtraHeaders::new();
         if let Some(rpm) = key.rpm_limit {
             self.take(&key.id, Unit::Requests, rpm, 1, &mut headers).await?;
@@ -114,15 +115,19 @@ impl PolicyState {
     }
 }
 
-/// Caps `max_tokens` at the key's ceiling (and sets it when absent).
-fn clamp_max_tokens(key: &ApiKey, request: &mut impl ApiRequest) -> Result<(), ApiError> {
-    let Some(ceiling) = key.max_tokens else {
-        return Ok(());
-    };
-    let ceiling = usize::try_from(ceiling).unwrap_or(usize::MAX);
-    let wanted = request.max_tokens().unwrap_or(ceiling).min(ceiling);
-    request.set_max_tokens(wanted);
-    Ok(())
+impl PolicyState {
+    /// The key's per-request limits (models, choices, `max_tokens`, priority), before
+    /// anything is counted; the admin and anonymous callers have none.
+    fn limit_request(&self, ctx: &CallContext, request: &mut impl ApiRequest) -> Result<(), ApiError> {
+        let Some(key) = ctx.principal.key.as_deref() else {
+            return Ok(());
+        };
+        let result = key_limits::apply(key, &self.names, &self.config.routing, ctx.hints.tier.as_deref(), request);
+        if result.is_err() {
+            self.reject("key_limit");
+        }
+        result
+    }
 }
 
 impl PolicyState {

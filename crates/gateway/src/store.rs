@@ -16,10 +16,11 @@ mod usage_rows;
 use usage_rows::{bind_usage_rows, merge_repeated_ids, usage_insert_sql, ROWS_PER_INSERT};
 
 /// Applied migrations must never change: `tests/store.rs` pins their checksums.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "usage operation", include_str!("../migrations/0002_usage_operation.sql")),
     (3, "prompts", include_str!("../migrations/0003_prompts.sql")),
+    (4, "key limits", include_str!("../migrations/0004_key_limits.sql")),
     (5, "ledger durability", include_str!("../migrations/0005_ledger_durability.sql")),
 ];
 
@@ -59,8 +60,8 @@ impl Store {
     pub async fn insert_key(&self, key: &ApiKey) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, key_hash, alias, team, created_at, expires_at, models, rpm_limit, \
-             tpm_limit, max_budget, budget_period, max_tokens, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)",
+             tpm_limit, max_budget, budget_period, max_tokens, max_n, max_priority, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL)",
         )
         .bind(&key.id)
         .bind(&key.hash)
@@ -74,6 +75,8 @@ impl Store {
         .bind(key.max_budget)
         .bind(key.budget_period.map(|p| p.as_str()))
         .bind(key.max_tokens.map(|v| v as i64))
+        .bind(key.max_n.map(|v| v as i64))
+        .bind(key.max_priority.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -234,6 +237,9 @@ fn key_from_row(row: &AnyRow) -> anyhow::Result<ApiKey> {
         max_budget: row.try_get("max_budget")?,
         budget_period: period.as_deref().and_then(crate::config::BudgetPeriod::parse),
         max_tokens: opt_u64("max_tokens")?,
+        max_n: opt_u64("max_n")?,
+        // Out of range (written by hand): the default, 0.
+        max_priority: row.try_get::<Option<i64>, _>("max_priority")?.map(|v| i32::try_from(v).unwrap_or(0)),
         revoked_at: row.try_get("revoked_at")?,
     })
 }

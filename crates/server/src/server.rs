@@ -44,6 +44,7 @@ pub fn serve(
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state = AppState::new(settings(&config));
     crate::gateway::install(&state, &config.gateway).await.context("cannot start the gateway")?;
+    crate::gateway::metrics::listen(&state).await?;
     let telemetry = crate::telemetry::start(&config.gateway).context("cannot start the OTLP exporter")?;
     let address = (config.server.host.as_str(), config.server.port);
     let listener = TcpListener::bind(address)

@@ -65,12 +65,18 @@ impl AppState {
 
     /// Makes the model available; `/ready` turns 200. Only the first call counts.
     pub fn set_backend(&self, backend: Backend) -> anyhow::Result<()> {
+        if let Some(gateway) = self.gateway() {
+            gateway.set_local_model(&backend.info().name, self.shared.serving.model_aliases());
+        }
         self.shared.serving.set_backend(backend)
     }
 
     /// Turns the gateway on: its stages over the local engine. Only the first call counts.
     pub fn set_gateway(&self, gateway: Arc<Gateway>) -> anyhow::Result<()> {
         let pipeline = gateway.pipeline(Arc::new(self.local_engine()))?;
+        if let Some(backend) = self.backend() {
+            gateway.set_local_model(&backend.info().name, self.shared.serving.model_aliases());
+        }
         let _ = self.shared.gateway.set(GatewayParts { gateway, pipeline });
         Ok(())
     }

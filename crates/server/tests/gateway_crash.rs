@@ -36,7 +36,7 @@ async fn kill_9_under_load_loses_at_most_one_batch_interval() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     let toml = format!(
-        "[gateway]\nenabled = true\ndata_dir = {:?}\nledger_batch_interval_ms = {BATCH_INTERVAL_MS}\n",
+        "[gateway]\nenabled = true\nauth = \"off\"\ndata_dir = {:?}\nledger_batch_interval_ms = {BATCH_INTERVAL_MS}\n",
         dir.path().to_str().unwrap()
     );
     std::fs::write(&config, toml).unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{tiny_config, MODEL};
 use sconce_gateway::cache::CacheConfig;
-use sconce_gateway::config::GatewayConfig;
+use sconce_gateway::config::{AuthMode, GatewayConfig};
 use sconce_gateway::guard::{Action, GuardrailsConfig, PolicyConfig};
 use sconce_gateway::route::breaker::BreakerConfig;
 use sconce_gateway::route::{DeploymentConfig, GroupConfig, RoutingConfig};
@@ -30,8 +30,12 @@ struct Server {
 impl Server {
     async fn start(configure: impl FnOnce(&mut GatewayConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut gateway_config =
-            GatewayConfig { enabled: true, data_dir: Some(dir.path().into()), ..GatewayConfig::default() };
+        let mut gateway_config = GatewayConfig {
+            enabled: true,
+            auth: AuthMode::Off,
+            data_dir: Some(dir.path().into()),
+            ..GatewayConfig::default()
+        };
         configure(&mut gateway_config);
         let config = tiny_config();
         let state = AppState::new(server::settings(&config));
@@ -236,7 +240,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 fn redis_cache_config(dir: &std::path::Path, url: &str) -> (std::path::PathBuf, String) {
     let namespace = format!("sconce:test:{}:{}:", std::process::id(), unique());
     let toml = format!(
-        "[gateway]\nenabled = true\ndata_dir = {}\n\n[gateway.cache]\nenabled = true\nbackend = \"redis\"\n\
+        "[gateway]\nenabled = true\nauth = \"off\"\ndata_dir = {}\n\n[gateway.cache]\nenabled = true\nbackend = \"redis\"\n\
          redis_url = {}\nnamespace = {}\nttl_secs = 120\n",
         json!(dir),
         json!(url),

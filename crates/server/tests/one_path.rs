@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{assert_envelope, user_messages};
-use harness::{chat, completion, text_of, Problems, Server, MODEL};
+use harness::{chat, completion, text_of, Problems, Server, ADMIN, MODEL};
 use serde_json::{json, Value};
 
 /// A closed loopback port as an upstream URL: every attempt at it is a connect error.
@@ -38,11 +38,11 @@ fn example_gateway(dir: &Path) -> String {
 async fn completions_with_a_card_number_in_the_prompt_are_refused_by_the_input_guardrail() {
     let server = Server::start(example_gateway, &[]).await;
     let card = "My card is 4111 1111 1111 1111, charge it.";
-    let refused_chat = server.post("/v1/chat/completions", None, &chat(card, false), &[]).await;
+    let refused_chat = server.post("/v1/chat/completions", Some(ADMIN), &chat(card, false), &[]).await;
     assert_eq!(refused_chat.status, 400, "control: chat is refused today: {}", refused_chat.text);
     let mut problems = Problems::default();
     for stream in [false, true] {
-        let reply = server.post("/v1/completions", None, &completion(card, stream), &[]).await;
+        let reply = server.post("/v1/completions", Some(ADMIN), &completion(card, stream), &[]).await;
         problems
             .check(reply.status == 400, || format!("stream {stream}: {} instead of 400: {}", reply.status, reply.text));
         if reply.status == 400 {
@@ -63,7 +63,7 @@ async fn an_email_address_in_completions_output_is_masked_streamed_and_not() {
         let prompt = format!("Write to {address} today.");
         let mut request = completion(&prompt, stream);
         request["echo"] = json!(true);
-        let reply = server.post("/v1/completions", None, &request, &[]).await;
+        let reply = server.post("/v1/completions", Some(ADMIN), &request, &[]).await;
         let text = if stream {
             reply.chunks().iter().map(text_of).collect::<String>()
         } else {
@@ -81,13 +81,13 @@ async fn a_repeated_deterministic_completion_is_a_cache_hit_with_the_same_text()
     let server = Server::start(example_gateway, &[]).await;
     let mut request = completion("Tell me a story.", false);
     request["max_tokens"] = json!(8);
-    let first = server.post("/v1/completions", None, &request, &[]).await;
+    let first = server.post("/v1/completions", Some(ADMIN), &request, &[]).await;
     assert_eq!(first.status, 200, "{}", first.text);
     assert_eq!(first.header("x-sconce-cache").as_deref(), Some("miss"), "the first completion goes to the cache");
     // The entry may be written just after the reply: retry for a few seconds.
     let deadline = Instant::now() + Duration::from_secs(5);
     let second = loop {
-        let again = server.post("/v1/completions", None, &request, &[]).await;
+        let again = server.post("/v1/completions", Some(ADMIN), &request, &[]).await;
         if again.header("x-sconce-cache").as_deref() == Some("hit") || Instant::now() > deadline {
             break again;
         }
@@ -111,7 +111,7 @@ async fn a_completion_for_the_chat_group_fails_over_from_the_closed_primary_to_l
     let server = Server::start(example_gateway, &[]).await;
     let mut request = completion("Hello there", false);
     request["model"] = json!("chat");
-    let reply = server.post("/v1/completions", None, &request, &[]).await;
+    let reply = server.post("/v1/completions", Some(ADMIN), &request, &[]).await;
     assert_eq!(reply.status, 200, "the group `chat` must route completions: {}", reply.text);
     assert_eq!(reply.header("x-sconce-deployment").as_deref(), Some("local"));
     let metrics = server.metrics().await;
@@ -127,7 +127,8 @@ fn gateway_off(_: &Path) -> String {
     String::new()
 }
 
-/// The gateway with no stage that changes content: no auth, guardrails, cache or routing.
+/// The gateway with no stage that changes content: the admin key (no limits), no guardrails,
+/// cache or routing.
 fn gateway_on(dir: &Path) -> String {
     format!("[gateway]\nenabled = true\ndata_dir = {}\n", json!(dir))
 }
@@ -182,7 +183,7 @@ async fn streams_match_on_and_off(path: &str) {
         let request = seeded(path, true, include_usage);
         let mut streams = Vec::new();
         for (mode, server) in [("off", &off), ("on", &on)] {
-            let reply = server.post(path, None, &request, &[]).await;
+            let reply = server.post(path, Some(ADMIN), &request, &[]).await;
             let chunks = reply.chunks();
             let usage_at: Vec<usize> = (0..chunks.len()).filter(|&i| chunks[i]["usage"].is_object()).collect();
             let last = chunks.len() - 1;
@@ -191,7 +192,7 @@ async fn streams_match_on_and_off(path: &str) {
             if include_usage {
                 assert_eq!(chunks[last]["choices"], json!([]), "gateway {mode}: the usage chunk has no choices");
             }
-            let again = normalized(&server.post(path, None, &request, &[]).await.text);
+            let again = normalized(&server.post(path, Some(ADMIN), &request, &[]).await.text);
             assert_eq!(again, normalized(&reply.text), "control: a seeded stream repeats with the gateway {mode}");
             streams.push(again);
         }
@@ -220,7 +221,7 @@ async fn full_chat_and_completion_replies_are_identical_with_the_gateway_on_and_
         let request = seeded(path, false, false);
         let mut replies = Vec::new();
         for (mode, server) in [("off", &off), ("on", &on)] {
-            let reply = server.post(path, None, &request, &[]).await;
+            let reply = server.post(path, Some(ADMIN), &request, &[]).await;
             assert_eq!(reply.status, 200, "gateway {mode}: {}", reply.text);
             assert!(reply.json()["id"].as_str().unwrap().starts_with(prefix), "gateway {mode}: {}", reply.text);
             assert!(reply.json()["usage"]["completion_tokens"] == 12, "gateway {mode}: {}", reply.text);

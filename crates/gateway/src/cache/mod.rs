@@ -66,15 +66,17 @@ impl Default for CacheConfig {
 pub struct CacheMetrics {
     hits: IntCounterVec,
     misses: IntCounterVec,
+    /// Bounds the `model` label (a client's unknown name counts as `other`).
+    names: std::sync::Arc<crate::names::ModelNames>,
 }
 
 impl CacheMetrics {
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry, names: std::sync::Arc<crate::names::ModelNames>) -> prometheus::Result<Self> {
         let hits = IntCounterVec::new(Opts::new("sconce:cache_hits_total", "Response cache hits."), &["model"])?;
         let misses = IntCounterVec::new(Opts::new("sconce:cache_misses_total", "Response cache misses."), &["model"])?;
         registry.register(Box::new(hits.clone()))?;
         registry.register(Box::new(misses.clone()))?;
-        Ok(Self { hits, misses })
+        Ok(Self { hits, misses, names })
     }
 }
 
@@ -103,7 +105,7 @@ impl ResponseCache {
     fn count(&self, hit: bool, model: &str) {
         if let Some(metrics) = &self.metrics {
             let counter = if hit { &metrics.hits } else { &metrics.misses };
-            counter.with_label_values(&[model]).inc();
+            counter.with_label_values(&[metrics.names.label(model)]).inc();
         }
     }
 

@@ -49,6 +49,12 @@ pub struct CreateArgs {
     pub models: Option<Vec<String>>,
     #[arg(long)]
     pub max_tokens: Option<u64>,
+    /// Most choices (`n`, `best_of`) per request.
+    #[arg(long)]
+    pub max_n: Option<u64>,
+    /// The most urgent `priority` the key may send (lower runs first; default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_priority: Option<i32>,
     /// Seconds until the key expires.
     #[arg(long)]
     pub expires_in: Option<i64>,
@@ -103,6 +109,8 @@ fn new_key(args: CreateArgs) -> anyhow::Result<NewKey> {
         budget_period,
         models: args.models,
         max_tokens: args.max_tokens,
+        max_n: args.max_n,
+        max_priority: args.max_priority,
         expires_at: args.expires_in.map(|secs| unix_now() + secs),
     })
 }

@@ -20,8 +20,8 @@ pub struct Caller {
     pub authenticated: Instant,
 }
 
-/// Paths that stay open with auth on (probes and scraping).
-const OPEN_PATHS: &[&str] = &["/health", "/ready", "/version", "/metrics"];
+/// Paths that stay open with auth on (probes; `/metrics` unless `metrics_auth`).
+const OPEN_PATHS: &[&str] = &["/health", "/ready", "/version"];
 
 /// Resolves the bearer key into a [`Caller`]; 401 in the OpenAI envelope when it fails.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -31,6 +31,12 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     };
     if OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
+    }
+    if request.uri().path() == super::metrics::PATH {
+        return match super::metrics::refuse_on_api_port(gateway, &request) {
+            Some(refusal) => refusal,
+            None => next.run(request).await,
+        };
     }
     let header = request.headers().get(AUTHORIZATION).and_then(|value| value.to_str().ok());
     match gateway.authenticate(header) {

@@ -9,6 +9,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod http;
+pub mod metrics;
 pub mod prompts;
 
 /// Opens the gateway (when `[gateway] enabled`) and installs its stages on `state`.
@@ -25,16 +26,21 @@ pub async fn install_with_admin(
     config: &sconce_gateway::config::GatewayConfig,
     admin_key: Option<String>,
 ) -> anyhow::Result<()> {
+    config.check_admin_key(admin_key.as_deref())?;
     let gateway: Arc<Gateway> = Gateway::open(config.clone(), admin_key).await?;
-    if config.admin_key_env.is_some() && config.admin_key().is_none() {
-        tracing::warn!(variable = ?config.admin_key_env, "the admin key variable is unset: admin endpoints are closed");
+    if admin_key_missing(config, &gateway) {
+        tracing::warn!(variable = config.admin_key_variable(), "no admin key: the admin endpoints are closed");
     }
     state.set_gateway(gateway.clone())?;
     let stages: Vec<&str> =
         state.pipeline().stages(sconce_gateway::Endpoint::Chat).iter().map(|stage| stage.as_str()).collect();
     let database = redacted(&config.resolved_database_url());
-    tracing::info!(auth = gateway.auth_enabled(), %database, stages = ?stages, "gateway on");
+    tracing::info!(auth = ?gateway.auth_mode(), %database, stages = ?stages, "gateway on");
     Ok(())
+}
+
+fn admin_key_missing(config: &sconce_gateway::config::GatewayConfig, gateway: &Gateway) -> bool {
+    gateway.auth_mode() == sconce_gateway::config::AuthMode::Off && config.admin_key().is_none()
 }
 
 /// Hides a password in a database URL for logging.

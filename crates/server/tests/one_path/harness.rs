@@ -18,6 +18,10 @@ use crate::common::{self, chunks, sse_data, user_messages};
 /// The served model name; `config/examples/gateway.toml` deploys it as `local` in group `chat`.
 pub const MODEL: &str = "smollm2-135m-instruct";
 
+/// The admin key every harness server gets in `SCONCE_ADMIN_KEY` (a test's `env` may replace it):
+/// with the gateway on, auth is required.
+pub const ADMIN: &str = "sk-admin-harness";
+
 /// `sconce serve` on a free port, killed when dropped; its data dir and config live in `dir`.
 pub struct Server {
     pub base: String,
@@ -46,7 +50,7 @@ impl Server {
             .arg("--model")
             .arg(common::tiny_model_dir())
             .env("RUST_LOG", "info")
-            .env_remove("SCONCE_ADMIN_KEY")
+            .env("SCONCE_ADMIN_KEY", ADMIN)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("OTEL_SDK_DISABLED")
@@ -83,6 +87,11 @@ impl Server {
     pub fn log_tail(&self) -> String {
         let log = self.log.lock().unwrap();
         log[log.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Every line the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -67,12 +67,14 @@ The config file as the ConfigMap holds it: with the gateway on, the chart's [gat
 */}}
 {{- define "sconce.configToml" -}}
 {{- if .Values.gateway.enabled }}
+{{- if and (eq .Values.gateway.auth "required") (not (or .Values.adminKey.value .Values.adminKey.existingSecret)) }}
+{{- fail "gateway.enabled with gateway.auth=required needs an admin key: set adminKey.value or adminKey.existingSecret (it becomes SCONCE_ADMIN_KEY), or set gateway.auth=off" }}
+{{- end }}
 # Written by the chart from .Values.gateway.
 [gateway]
 enabled = true
-{{- if or .Values.adminKey.value .Values.adminKey.existingSecret }}
+auth = {{ .Values.gateway.auth | quote }}
 admin_key_env = "SCONCE_ADMIN_KEY"
-{{- end }}
 data_dir = {{ .Values.persistence.mountPath | quote }}
 {{- if or .Values.gateway.databaseUrl.value .Values.gateway.databaseUrl.existingSecret }}
 database_url = "${GATEWAY_DATABASE_URL}"
