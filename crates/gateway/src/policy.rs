@@ -103,9 +103,14 @@ impl PolicyState {
         Err(Failure { error: GatewayError::RateLimited(message).into(), headers: std::mem::take(headers) })
     }
 
-    fn over_budget(&self, scope: &str, max: f64, period: BudgetPeriod) -> Failure {
+    /// 429: the budget is spent, or too little of it is left for the request's maximum cost.
+    fn over_budget(&self, scope: &str, max: f64, period: BudgetPeriod, amount: f64) -> Failure {
         self.reject("budget");
-        GatewayError::BudgetExceeded(format!("the {scope} budget of {max} per {} is spent", period.as_str())).into()
+        let message = format!(
+            "the {scope} budget of {max} per {} is spent, or has no room for this request's maximum cost of {amount:.8}",
+            period.as_str()
+        );
+        GatewayError::BudgetExceeded(message).into()
     }
 
     fn reject(&self, reason: &str) {
@@ -143,9 +148,11 @@ impl PolicyState {
         match self.spend.reserve(&limits, crate::usage::unix_now(), amount).await {
             Ok(hold) => Ok(Some(hold)),
             Err(Refusal::Over(i)) => {
-                let limit = &limits[i];
+                let Some(limit) = limits.get(i) else {
+                    return Err(self.over_budget("key", 0.0, Default::default(), amount));
+                };
                 let scope = if limit.scope.starts_with("team:") { "team" } else { "key" };
-                Err(self.over_budget(scope, limit.max, limit.period))
+                Err(self.over_budget(scope, limit.max, limit.period, amount))
             }
             Err(Refusal::Unavailable) => {
                 self.reject("shared_state");
