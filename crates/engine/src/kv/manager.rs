@@ -36,6 +36,10 @@ impl KvCacheManager {
         self.block_size
     }
 
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_caching
+    }
+
     pub fn pool(&self) -> &BlockPool {
         &self.pool
     }
@@ -66,9 +70,9 @@ impl KvCacheManager {
         num_tokens.div_ceil(self.block_size).saturating_sub(table.len())
     }
 
-    /// Grows `table` to hold `tokens[..end]` and registers the hashes of blocks that become full
-    /// (their KV is written in the step that computes them). False if the pool is too small.
-    pub fn allocate(&mut self, table: &mut BlockTable, tokens: &[u32], end: usize) -> bool {
+    /// Grows `table` to hold `tokens[..end]`. False if the pool is too small. The new blocks are
+    /// not findable by hash until [`Self::commit`] says their KV was written.
+    pub fn allocate(&mut self, table: &mut BlockTable, end: usize) -> bool {
         let needed = self.blocks_needed(table, end);
         if needed > self.pool.num_free() {
             return false;
@@ -79,10 +83,15 @@ impl KvCacheManager {
                 None => return false,
             }
         }
-        if self.prefix_caching {
-            self.register_full_blocks(table, &tokens[..end]);
-        }
         true
+    }
+
+    /// Makes the full blocks of `tokens[..computed]` findable by hash: call it once the step that
+    /// wrote their KV has completed.
+    pub fn commit(&mut self, table: &mut BlockTable, tokens: &[u32], computed: usize) {
+        if self.prefix_caching {
+            self.register_full_blocks(table, &tokens[..computed.min(tokens.len())]);
+        }
     }
 
     fn register_full_blocks(&mut self, table: &mut BlockTable, tokens: &[u32]) {
