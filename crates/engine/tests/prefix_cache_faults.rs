@@ -72,7 +72,11 @@ struct World {
 impl World {
     fn new() -> Self {
         let config = SchedulerConfig { max_num_seqs: 6, max_num_batched_tokens: 24 };
-        Self { s: Scheduler::new(config, KvCacheManager::new(BLOCKS, BLOCK_SIZE, true)), kv: FakeKv::new(), keys: Vec::new() }
+        Self {
+            s: Scheduler::new(config, KvCacheManager::new(BLOCKS, BLOCK_SIZE, true)),
+            kv: FakeKv::new(),
+            keys: Vec::new(),
+        }
     }
 
     /// Prompts of the same `prefix` class share tokens, so prefix-cache hits are frequent.
@@ -104,7 +108,8 @@ impl World {
             }
         }
         // Keep sequences within the pool, as the engine's length check does.
-        let full: Vec<u64> = self.keys.iter().copied().filter(|&k| self.s.get(k).is_some_and(|q| q.tokens.len() >= 40)).collect();
+        let full: Vec<u64> =
+            self.keys.iter().copied().filter(|&k| self.s.get(k).is_some_and(|q| q.tokens.len() >= 40)).collect();
         for k in full {
             self.s.remove(k);
         }

@@ -8,6 +8,7 @@ use sconce_gateway::{Gateway, Pipeline};
 use sconce_protocol::ApiError;
 
 use crate::backend::Backend;
+use crate::conn::HttpLimits;
 use crate::local::serving::Serving;
 use crate::local::LocalEngine;
 use crate::metrics::Metrics;
@@ -19,11 +20,17 @@ pub struct ServerSettings {
     pub vllm_compat_metrics: bool,
     /// Extra names accepted as `model` (e.g. the path the model was loaded from).
     pub model_aliases: Vec<String>,
+    pub http: HttpLimits,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { max_request_body_bytes: 8 << 20, vllm_compat_metrics: false, model_aliases: Vec::new() }
+        Self {
+            max_request_body_bytes: 8 << 20,
+            vllm_compat_metrics: false,
+            model_aliases: Vec::new(),
+            http: HttpLimits::default(),
+        }
     }
 }
 
