@@ -87,7 +87,7 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
     tracing::info!(model = %config.model.name, device = %config.model.device, "loading the model");
     let started = std::time::Instant::now();
     tokio::select! {
-        () = &mut shutdown => return Ok(()),
+        () = &mut shutdown => Ok(()),
         loaded = Backend::launch(config) => {
             let backend = loaded.with_context(|| format!("cannot load the model `{}`", config.model.name))?;
             let info = backend.info();
@@ -98,7 +98,7 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
                 "model ready"
             );
             state.set_backend(backend.clone())?;
-            return wait_shutdown_or_failure(&backend, shutdown).await;
+            wait_shutdown_or_failure(&backend, shutdown).await
         }
     }
 }
