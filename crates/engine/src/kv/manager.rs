@@ -86,6 +86,27 @@ impl KvCacheManager {
         true
     }
 
+    /// Starts planning a step: blocks published for the previous plan are no longer findable
+    /// unless that step completed (and registered them).
+    pub fn begin_pass(&mut self) {
+        self.pool.clear_pending();
+    }
+
+    /// Lets sequences admitted later in this plan share the full blocks of `tokens[..end]`,
+    /// which this step writes (n choices of one prompt). Only for admissions: nothing admitted
+    /// is preempted in the same plan.
+    pub fn publish_for_this_pass(&mut self, table: &BlockTable, tokens: &[u32], end: usize) {
+        if !self.prefix_caching {
+            return;
+        }
+        let mut parent = table.hashes.last().copied();
+        for i in table.hashes.len()..end.min(tokens.len()) / self.block_size {
+            let hash = hash_block(parent, &tokens[i * self.block_size..(i + 1) * self.block_size]);
+            self.pool.publish_pending(table.blocks[i], hash);
+            parent = Some(hash);
+        }
+    }
+
     /// Makes the full blocks of `tokens[..computed]` findable by hash: call it once the step that
     /// wrote their KV has completed.
     pub fn commit(&mut self, table: &mut BlockTable, tokens: &[u32], computed: usize) {

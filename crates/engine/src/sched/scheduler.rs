@@ -122,6 +122,7 @@ impl Scheduler {
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
         let mut budget = self.config.max_num_batched_tokens;
+        self.kv.begin_pass();
         self.schedule_running(&mut out, &mut budget);
         if out.preempted.is_empty() {
             self.schedule_waiting(&mut out, &mut budget);
@@ -205,6 +206,7 @@ impl Scheduler {
             self.kv.release(&mut seq.blocks);
             return None;
         }
+        self.kv.publish_for_this_pass(&seq.blocks, &seq.tokens, cached + len);
         seq.num_computed = cached;
         if !seq.was_admitted {
             seq.was_admitted = true;
