@@ -83,6 +83,8 @@ pub enum FinishReason {
     Length,
     /// Aborted by the caller.
     Abort,
+    /// The engine failed (a failed step or a panic): the request ends with a server error.
+    Error,
 }
 
 impl FinishReason {
@@ -91,6 +93,7 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::Abort => "abort",
+            FinishReason::Error => "error",
         }
     }
 }

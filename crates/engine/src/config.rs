@@ -39,6 +39,15 @@ pub struct EngineConfig {
     /// Caps the context length (prompt plus generated tokens).
     #[arg(long, env = "SCONCE_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
+    /// What a panic in the engine thread does: `exit` (fail its requests, mark the engine
+    /// failed so the probes answer 503, and stop the server) or `restart` (fail its requests and
+    /// start over with an empty KV cache, keeping the loaded weights).
+    #[arg(long = "engine-on-panic", env = "SCONCE_ENGINE_ON_PANIC", value_enum)]
+    pub on_panic: OnPanic,
+    /// Test hook: injected faults (see `FaultPlan`), e.g. `panic_at_step:3`.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub fault_inject: Option<String>,
     /// Test hook: return each sampled token's logits from `Engine::step`.
     #[arg(skip)]
     #[serde(skip)]
@@ -57,9 +66,20 @@ impl Default for EngineConfig {
             max_waiting_requests: 1024,
             enable_prefix_caching: true,
             max_model_len: None,
+            on_panic: OnPanic::Exit,
+            fault_inject: None,
             capture_logits: false,
         }
     }
+}
+
+/// The `[engine] on_panic` policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPanic {
+    #[default]
+    Exit,
+    Restart,
 }
 
 impl EngineConfig {

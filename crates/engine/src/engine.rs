@@ -7,8 +7,9 @@ use std::time::Instant;
 use sconce_modeling::LoadedModel;
 use sconce_text::Tokenizer;
 
-use crate::api::{Delta, EngineError, EngineStats, GenerateRequest, ModelInfo, TokenLogprob, Usage};
-use crate::config::EngineConfig;
+use crate::api::{Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, TokenLogprob, Usage};
+use crate::config::{EngineConfig, OnPanic};
+use crate::fault::FaultPlan;
 use crate::kv::KvCacheManager;
 use crate::output::{Choice, ChoiceInit, DeltaSink, TokenContext};
 use crate::runner::{BatchPlan, ChunkRows, ModelRunner};
@@ -46,6 +47,9 @@ pub struct Engine {
     prompt_tokens_total: u64,
     generation_tokens_total: u64,
     steps: u64,
+    on_panic: OnPanic,
+    /// Test-only faults (`SCONCE_FAULT_INJECT`); none in normal runs.
+    fault: FaultPlan,
 }
 
 impl Engine {
@@ -94,7 +98,18 @@ impl Engine {
             prompt_tokens_total: 0,
             generation_tokens_total: 0,
             steps: 0,
+            on_panic: config.on_panic,
+            fault: FaultPlan::from_config_or_env(config.fault_inject.as_deref()),
         })
+    }
+
+    pub fn on_panic(&self) -> OnPanic {
+        self.on_panic
+    }
+
+    /// Replaces the injected faults (tests).
+    pub fn set_fault_plan(&mut self, plan: FaultPlan) {
+        self.fault = plan;
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -154,22 +169,44 @@ impl Engine {
 
     /// Aborts every choice of a request at once, freeing its KV blocks.
     pub fn abort(&mut self, request_id: &str) {
+        self.end_request(request_id, FinishReason::Abort);
+    }
+
+    fn end_request(&mut self, request_id: &str, reason: FinishReason) {
         let Some(keys) = self.requests.remove(request_id) else { return };
         for key in keys {
             let usage = self.usage_of(key);
             self.scheduler.remove(key);
             if let Some(choice) = self.choices.remove(&key) {
-                let _ = choice.sink.send(choice.abort_delta(usage));
+                let _ = choice.sink.send(choice.end_delta(reason, usage));
             }
         }
     }
 
-    /// Aborts every request (shutdown, or a failed step).
+    /// Aborts every request (shutdown).
     pub fn abort_all(&mut self) {
+        self.end_all(FinishReason::Abort);
+    }
+
+    /// Ends every request with [`FinishReason::Error`] and the usage of what ran (a failed step).
+    pub fn fail_all(&mut self) {
+        self.end_all(FinishReason::Error);
+    }
+
+    fn end_all(&mut self, reason: FinishReason) {
         let ids: Vec<String> = self.requests.keys().cloned().collect();
         for id in ids {
-            self.abort(&id);
+            self.end_request(&id, reason);
         }
+    }
+
+    /// After a panic: fails every request and starts over with an empty KV cache and prefix
+    /// index (nothing written before the panic is trusted), keeping the loaded weights.
+    pub fn restart(&mut self) {
+        self.fail_all();
+        self.choices.clear();
+        self.requests.clear();
+        self.scheduler = self.scheduler.emptied();
     }
 
     /// Runs one `schedule → execute → update` step.
@@ -181,6 +218,7 @@ impl Engine {
             return Ok(outcome);
         }
         self.steps += 1;
+        self.fault.before_step(self.steps)?;
         let now = Instant::now();
         for chunk in &plan.chunks {
             if let Some(choice) = self.choices.get_mut(&chunk.key) {
@@ -229,7 +267,8 @@ impl Engine {
         let top = choice.params.prompt_logprobs.unwrap_or(0);
         for offset in 0..chunk.len {
             let next = chunk.start + offset + 1;
-            if next < seq.prompt_len {
+            // A prefill restarted after preemption recomputes positions already collected.
+            if next < seq.prompt_len && next == collected.len() {
                 let row = rows.first_row + offset;
                 let lp: TokenLogprob = logprobs_of(&logits[row * vocab..(row + 1) * vocab], seq.tokens[next], top);
                 collected.push(Some(lp));

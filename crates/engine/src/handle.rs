@@ -1,13 +1,16 @@
 //! `EngineHandle`: a cheap, cloneable front to the engine loop running on its own thread.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::Notify;
 
 use crate::api::{Delta, EngineError, EngineStats, GenerateRequest, ModelInfo};
+use crate::config::OnPanic;
 use crate::engine::Engine;
 use crate::output::DeltaSink;
 use crate::validate::validate_request;
@@ -24,6 +27,31 @@ struct Shared {
     /// Requests submitted but not yet seen running or finished (queue bound for overload).
     pending: AtomicUsize,
     stopped: AtomicBool,
+    /// Why the engine thread failed (a panic with `on_panic = "exit"`); set once.
+    failure: Mutex<Option<String>>,
+    failed: Notify,
+}
+
+/// Whether the engine loop serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineState {
+    Running,
+    /// The loop stopped on shutdown.
+    Stopped,
+    /// The loop panicked and gave up; the reason.
+    Failed(String),
+}
+
+impl Shared {
+    fn fail(&self, reason: String) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        self.stopped.store(true, Ordering::Release);
+        self.failed.notify_waiters();
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 struct Inner {
@@ -47,6 +75,8 @@ impl EngineHandle {
             stats: Mutex::new(engine.stats()),
             pending: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            failed: Notify::new(),
         });
         let inner = Inner {
             commands: tx,
@@ -98,6 +128,29 @@ impl EngineHandle {
 
     pub fn stats(&self) -> EngineStats {
         self.inner.shared.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    pub fn state(&self) -> EngineState {
+        let shared = &self.inner.shared;
+        match shared.failure() {
+            Some(reason) => EngineState::Failed(reason),
+            None if shared.stopped.load(Ordering::Acquire) => EngineState::Stopped,
+            None => EngineState::Running,
+        }
+    }
+
+    /// Resolves with the reason once the engine thread has failed (never, if it does not).
+    pub async fn failed(&self) -> String {
+        let shared = &self.inner.shared;
+        loop {
+            let notified = shared.failed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = shared.failure() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -178,11 +231,8 @@ fn run_loop(mut engine: Engine, rx: mpsc::Receiver<Command>, shared: Arc<Shared>
         if shutdown {
             break;
         }
-        if engine.has_work() {
-            if let Err(e) = engine.step() {
-                tracing::error!(error = %e, "engine step failed; aborting running requests");
-                engine.abort_all();
-            }
+        if engine.has_work() && !step_or_recover(&mut engine, &shared) {
+            return;
         }
         if let Ok(mut stats) = shared.stats.lock() {
             *stats = engine.stats();
@@ -193,6 +243,38 @@ fn run_loop(mut engine: Engine, rx: mpsc::Receiver<Command>, shared: Arc<Shared>
     if let Ok(mut stats) = shared.stats.lock() {
         *stats = engine.stats();
     }
+}
+
+/// Runs one step. A failed step ends its requests with an error; a panic fails them too, then
+/// restarts the engine or marks it failed (false: the loop must end).
+fn step_or_recover(engine: &mut Engine, shared: &Shared) -> bool {
+    let payload = match catch_unwind(AssertUnwindSafe(|| engine.step())) {
+        Ok(Ok(_)) => return true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "engine step failed; failing its requests");
+            engine.fail_all();
+            return true;
+        }
+        Err(payload) => payload,
+    };
+    let reason = format!("the engine thread panicked: {}", panic_message(payload.as_ref()));
+    tracing::error!(%reason, on_panic = ?engine.on_panic(), "engine panic");
+    if engine.on_panic() == OnPanic::Restart && catch_unwind(AssertUnwindSafe(|| engine.restart())).is_ok() {
+        tracing::warn!("engine restarted with an empty KV cache");
+        return true;
+    }
+    // Failed before its requests hear of it, so the probes already say so when they do.
+    shared.fail(reason);
+    // Dropping the engine closes what failing could not reach: those streams end early (500).
+    let _ = catch_unwind(AssertUnwindSafe(|| engine.fail_all()));
+    false
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        return (*text).to_string();
+    }
+    payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Applies one command; true means shut down.

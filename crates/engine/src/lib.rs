@@ -6,6 +6,7 @@
 mod api;
 mod config;
 mod engine;
+mod fault;
 mod frontend;
 mod handle;
 pub mod kv;
@@ -19,10 +20,11 @@ mod size;
 mod validate;
 
 pub use api::*;
-pub use config::{available_memory, EngineConfig};
+pub use config::{available_memory, EngineConfig, OnPanic};
 pub use engine::{Engine, SampledToken, StepOutcome};
+pub use fault::{FaultPlan, FAULT_INJECT_VAR};
 pub use frontend::ModelFrontend;
-pub use handle::{EngineHandle, RequestStream};
+pub use handle::{EngineHandle, EngineState, RequestStream};
 pub use launch::{gpu_free_memory, launch, load_for, open_device};
 pub use load::{DeviceSpec, LoadFormat, LoadOptions, QuantizationMode, WeightDtype};
 pub use output::DeltaSink;

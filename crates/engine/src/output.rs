@@ -135,15 +135,15 @@ impl Choice {
         delta.timings = Some(self.timeline.finish(Instant::now()));
     }
 
-    /// The delta sent when a choice is aborted.
-    pub fn abort_delta(&self, usage: Usage) -> Delta {
+    /// The delta sent when a choice is aborted or fails, with the usage of what ran.
+    pub fn end_delta(&self, reason: FinishReason, usage: Usage) -> Delta {
         let mut delta = Delta {
             index: self.index,
             token_ids: Vec::new(),
             text: String::new(),
             logprobs: Vec::new(),
             prompt_logprobs: None,
-            finish_reason: Some(FinishReason::Abort),
+            finish_reason: Some(reason),
             usage: None,
             timings: None,
         };

@@ -8,8 +8,8 @@ use sconce_protocol::ApiError;
 use sconce_text::{ChatMessage, Tokenizer};
 
 pub use sconce_engine::{
-    Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, RequestStream, RequestTimings,
-    SamplingParams, TokenLogprob, Usage as EngineUsage,
+    Delta, EngineError, EngineState, EngineStats, FinishReason, GenerateRequest, ModelInfo, RequestStream,
+    RequestTimings, SamplingParams, TokenLogprob, Usage as EngineUsage,
 };
 
 use crate::config::Config;
@@ -35,6 +35,15 @@ impl Backend {
 
     pub fn stats(&self) -> EngineStats {
         self.handle.stats()
+    }
+
+    pub fn state(&self) -> EngineState {
+        self.handle.state()
+    }
+
+    /// Resolves with the reason once the engine thread has failed.
+    pub async fn failed(&self) -> String {
+        self.handle.failed().await
     }
 
     pub fn info(&self) -> &ModelInfo {

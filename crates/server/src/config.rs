@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 
 mod overrides;
 
+use crate::conn::HttpLimits;
+
 pub use overrides::Overrides;
-pub use sconce_engine::{ByteSize, DeviceSpec, EngineConfig, LoadFormat, LoadOptions, QuantizationMode, WeightDtype};
+pub use sconce_engine::{
+    ByteSize, DeviceSpec, EngineConfig, LoadFormat, LoadOptions, OnPanic, QuantizationMode, WeightDtype,
+};
 
 /// Where `sconce serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/sconce.toml";
@@ -59,11 +63,62 @@ pub struct ServerConfig {
     /// Seconds to wait for in-flight requests after SIGTERM.
     #[arg(long = "drain-timeout", env = "SCONCE_DRAIN_TIMEOUT", value_name = "SECONDS")]
     pub drain_timeout_secs: u64,
+    /// Seconds a client gets to send a request's headers, from their first byte (default 10).
+    #[arg(long = "header-read-timeout", env = "SCONCE_HEADER_READ_TIMEOUT", value_name = "SECONDS")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client gets to send a request's body, from the end of its headers (default 30).
+    #[arg(long = "body-read-timeout", env = "SCONCE_BODY_READ_TIMEOUT", value_name = "SECONDS")]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request (default 60).
+    #[arg(long = "idle-timeout", env = "SCONCE_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a write may wait for a client that stopped reading; then the connection closes,
+    /// which aborts its stream and frees its KV (default 30).
+    #[arg(long = "stream-send-timeout", env = "SCONCE_STREAM_SEND_TIMEOUT", value_name = "SECONDS")]
+    pub stream_send_timeout_secs: u64,
+    /// The kernel send buffer of each connection, e.g. `64KiB` (default: the kernel's autotuning,
+    /// up to a few MiB, which a stalled client fills before the send timeout starts).
+    #[arg(long, env = "SCONCE_SEND_BUFFER_BYTES")]
+    pub send_buffer_bytes: Option<ByteSize>,
+    /// Open connections beyond this are closed at once (default 4096).
+    #[arg(long, env = "SCONCE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Requests in flight beyond this are answered 503 (default 1024; probes are exempt).
+    #[arg(long, env = "SCONCE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 8000, max_request_body_bytes: ByteSize(8 << 20), drain_timeout_secs: 30 }
+        let limits = HttpLimits::default();
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            max_request_body_bytes: ByteSize(8 << 20),
+            drain_timeout_secs: 30,
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+            stream_send_timeout_secs: limits.send_timeout.as_secs(),
+            send_buffer_bytes: None,
+            max_connections: limits.max_connections,
+            max_concurrent_requests: limits.max_concurrent_requests,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The connection and request limits of the HTTP server.
+    pub fn http_limits(&self) -> HttpLimits {
+        let secs = std::time::Duration::from_secs;
+        HttpLimits {
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            body_read_timeout: secs(self.body_read_timeout_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+            send_timeout: secs(self.stream_send_timeout_secs),
+            max_connections: self.max_connections,
+            max_concurrent_requests: self.max_concurrent_requests,
+        }
     }
 }
 

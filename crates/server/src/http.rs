@@ -51,7 +51,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             return Err(ApiError::unsupported_media_type().into());
         }
         let limit = state.settings().max_request_body_bytes;
-        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+        let timeout = state.settings().http.body_read_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(request, state));
+        let body = read.await.map_err(|_| body_timeout(timeout))?.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(limit)
             } else {
@@ -61,6 +63,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let value = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
         Ok(Self(value))
     }
+}
+
+/// 408: the client did not send its body in time.
+fn body_timeout(timeout: std::time::Duration) -> ApiError {
+    let message = format!("the request body was not received within {} s", timeout.as_secs());
+    ApiError { status: 408, kind: "invalid_request_error", message, param: None, code: Some("request_timeout") }
 }
 
 /// A missing content type is read as JSON; anything else must say JSON.

@@ -9,6 +9,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod gateway;
 pub mod http;
 pub mod local;

@@ -1,12 +1,11 @@
 //! The server's life: bind, load the model while answering probes, serve, and on
 //! shutdown drain in-flight requests before closing.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::app::build_app;
 use crate::backend::Backend;
@@ -22,22 +21,19 @@ pub fn settings(config: &Config) -> ServerSettings {
         vllm_compat_metrics: config.metrics.vllm_compat,
         model_aliases: vec![config.model.name.clone()],
         limits: config.limits.clone(),
+        http: config.server.http_limits(),
     }
 }
 
-/// Serves the API on `listener` (with `TCP_NODELAY`, so small SSE chunks leave at once)
-/// until `close` resolves, then lets open connections finish.
+/// Serves the API on `listener` (with `TCP_NODELAY`, so small SSE chunks leave at once, and
+/// the `[server]` timeouts and caps) until `close` resolves, then lets open connections finish.
 pub fn serve(
     listener: TcpListener,
     state: AppState,
     close: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = std::io::Result<()>> + Send {
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, build_app(state)).with_graceful_shutdown(close).into_future()
+    let limits = state.settings().http;
+    crate::conn::serve_connections(listener, build_app(state), limits, close)
 }
 
 /// Serves until `shutdown` resolves, then drains. Errors if the model fails to load.
@@ -46,8 +42,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     crate::gateway::install(&state, &config.gateway).await.context("cannot start the gateway")?;
     crate::gateway::metrics::listen(&state).await?;
     let telemetry = crate::telemetry::start(&config.gateway).context("cannot start the OTLP exporter")?;
-    let address = (config.server.host.as_str(), config.server.port);
-    let listener = TcpListener::bind(address)
+    let listener = listen(&config.server)
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
@@ -75,12 +70,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     outcome
 }
 
+/// Binds the listening socket; accepted connections inherit its send buffer size.
+async fn listen(server: &crate::config::ServerConfig) -> std::io::Result<TcpListener> {
+    let Some(send_buffer) = server.send_buffer_bytes else {
+        return TcpListener::bind((server.host.as_str(), server.port)).await;
+    };
+    let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "the host resolves to no address");
+    let address = tokio::net::lookup_host((server.host.as_str(), server.port)).await?.next().ok_or_else(not_found)?;
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(u32::try_from(send_buffer.bytes()).unwrap_or(u32::MAX))?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
 async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     tracing::info!(model = %config.model.name, device = %config.model.device, "loading the model");
     let started = std::time::Instant::now();
     tokio::select! {
-        () = &mut shutdown => return Ok(()),
+        () = &mut shutdown => Ok(()),
         loaded = Backend::launch(config) => {
             let backend = loaded.with_context(|| format!("cannot load the model `{}`", config.model.name))?;
             let info = backend.info();
@@ -90,11 +99,22 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
                 seconds = started.elapsed().as_secs_f64(),
                 "model ready"
             );
-            state.set_backend(backend)?;
+            state.set_backend(backend.clone())?;
+            wait_shutdown_or_failure(&backend, shutdown).await
         }
     }
-    shutdown.await;
-    Ok(())
+}
+
+/// Waits for the shutdown signal; an engine failure ends the wait with an error, so the
+/// server drains and exits non-zero.
+async fn wait_shutdown_or_failure(backend: &Backend, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::select! {
+        () = shutdown => Ok(()),
+        reason = backend.failed() => {
+            tracing::error!(%reason, "the engine failed; draining and exiting");
+            Err(anyhow::anyhow!("the engine failed: {reason}"))
+        }
+    }
 }
 
 /// Refuses new work (`/ready` turns 503) and waits for in-flight requests, up to `timeout`.

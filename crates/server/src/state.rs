@@ -8,6 +8,7 @@ use sconce_gateway::{Gateway, Pipeline};
 use sconce_protocol::{ApiError, RequestLimits};
 
 use crate::backend::Backend;
+use crate::conn::HttpLimits;
 use crate::local::serving::Serving;
 use crate::local::LocalEngine;
 use crate::metrics::Metrics;
@@ -21,6 +22,7 @@ pub struct ServerSettings {
     pub model_aliases: Vec<String>,
     /// How much one request may ask for (`[limits]`).
     pub limits: RequestLimits,
+    pub http: HttpLimits,
 }
 
 impl Default for ServerSettings {
@@ -30,6 +32,7 @@ impl Default for ServerSettings {
             vllm_compat_metrics: false,
             model_aliases: Vec::new(),
             limits: RequestLimits::default(),
+            http: HttpLimits::default(),
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct BlockPool {
     free_stamp: Vec<Option<u64>>,
     clock: u64,
     cached: HashMap<BlockHash, BlockId>,
+    /// Blocks that the step being planned writes: findable only by sequences admitted later in
+    /// the same plan (they read them after this step's writes, layer by layer).
+    pending: HashMap<BlockHash, BlockId>,
 }
 
 impl BlockPool {
@@ -29,6 +32,7 @@ impl BlockPool {
             free_stamp: vec![None; num_blocks],
             clock: 0,
             cached: HashMap::new(),
+            pending: HashMap::new(),
         };
         for id in 0..num_blocks as BlockId {
             pool.push_free(id);
@@ -83,7 +87,18 @@ impl BlockPool {
 
     /// The block holding the prefix with this hash, if still cached.
     pub fn lookup(&self, hash: &BlockHash) -> Option<BlockId> {
-        self.cached.get(hash).copied()
+        self.cached.get(hash).or_else(|| self.pending.get(hash)).copied()
+    }
+
+    /// Makes a block findable for the rest of the plan being built (see `pending`).
+    pub fn publish_pending(&mut self, id: BlockId, hash: BlockHash) {
+        self.pending.entry(hash).or_insert(id);
+    }
+
+    /// Forgets the previous plan's pending blocks: those of a completed step are registered,
+    /// those of a failed one must never be found.
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
     }
 
     /// Adds a reference to a block (found by `lookup`), taking it off the free list if needed.

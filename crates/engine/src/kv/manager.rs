@@ -36,6 +36,10 @@ impl KvCacheManager {
         self.block_size
     }
 
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_caching
+    }
+
     pub fn pool(&self) -> &BlockPool {
         &self.pool
     }
@@ -66,9 +70,9 @@ impl KvCacheManager {
         num_tokens.div_ceil(self.block_size).saturating_sub(table.len())
     }
 
-    /// Grows `table` to hold `tokens[..end]` and registers the hashes of blocks that become full
-    /// (their KV is written in the step that computes them). False if the pool is too small.
-    pub fn allocate(&mut self, table: &mut BlockTable, tokens: &[u32], end: usize) -> bool {
+    /// Grows `table` to hold `tokens[..end]`. False if the pool is too small. The new blocks are
+    /// not findable by hash until [`Self::commit`] says their KV was written.
+    pub fn allocate(&mut self, table: &mut BlockTable, end: usize) -> bool {
         let needed = self.blocks_needed(table, end);
         if needed > self.pool.num_free() {
             return false;
@@ -79,10 +83,36 @@ impl KvCacheManager {
                 None => return false,
             }
         }
-        if self.prefix_caching {
-            self.register_full_blocks(table, &tokens[..end]);
-        }
         true
+    }
+
+    /// Starts planning a step: blocks published for the previous plan are no longer findable
+    /// unless that step completed (and registered them).
+    pub fn begin_pass(&mut self) {
+        self.pool.clear_pending();
+    }
+
+    /// Lets sequences admitted later in this plan share the full blocks of `tokens[..end]`,
+    /// which this step writes (n choices of one prompt). Only for admissions: nothing admitted
+    /// is preempted in the same plan.
+    pub fn publish_for_this_pass(&mut self, table: &BlockTable, tokens: &[u32], end: usize) {
+        if !self.prefix_caching {
+            return;
+        }
+        let mut parent = table.hashes.last().copied();
+        for i in table.hashes.len()..end.min(tokens.len()) / self.block_size {
+            let hash = hash_block(parent, &tokens[i * self.block_size..(i + 1) * self.block_size]);
+            self.pool.publish_pending(table.blocks[i], hash);
+            parent = Some(hash);
+        }
+    }
+
+    /// Makes the full blocks of `tokens[..computed]` findable by hash: call it once the step that
+    /// wrote their KV has completed.
+    pub fn commit(&mut self, table: &mut BlockTable, tokens: &[u32], computed: usize) {
+        if self.prefix_caching {
+            self.register_full_blocks(table, &tokens[..computed.min(tokens.len())]);
+        }
     }
 
     fn register_full_blocks(&mut self, table: &mut BlockTable, tokens: &[u32]) {

@@ -65,6 +65,19 @@ impl Scheduler {
         }
     }
 
+    /// A scheduler with the same settings and counters and nothing in it: every block free, no
+    /// cached prefix.
+    pub fn emptied(&self) -> Self {
+        let kv = &self.kv;
+        let kv = KvCacheManager::new(kv.pool().num_blocks(), kv.block_size(), kv.prefix_caching());
+        Self {
+            prefix_cache_queries: self.prefix_cache_queries,
+            prefix_cache_hits: self.prefix_cache_hits,
+            preemptions: self.preemptions,
+            ..Self::new(self.config, kv)
+        }
+    }
+
     pub fn kv(&self) -> &KvCacheManager {
         &self.kv
     }
@@ -109,6 +122,7 @@ impl Scheduler {
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
         let mut budget = self.config.max_num_batched_tokens;
+        self.kv.begin_pass();
         self.schedule_running(&mut out, &mut budget);
         if out.preempted.is_empty() {
             self.schedule_waiting(&mut out, &mut budget);
@@ -140,7 +154,7 @@ impl Scheduler {
     fn allocate_or_preempt(&mut self, key: SeqKey, end: usize, out: &mut SchedulerOutput, budget: &mut usize) -> bool {
         loop {
             let Some(seq) = self.seqs.get_mut(&key) else { return false };
-            if self.kv.allocate(&mut seq.blocks, &seq.tokens, end) {
+            if self.kv.allocate(&mut seq.blocks, end) {
                 return true;
             }
             let Some(victim) = self.pick_victim() else { return false };
@@ -188,10 +202,11 @@ impl Scheduler {
         let cached =
             if seq.skip_prefix_cache { 0 } else { self.kv.acquire_cached_prefix(&seq.tokens, &mut seq.blocks) };
         let len = (seq.tokens.len() - cached).min(budget);
-        if !self.kv.allocate(&mut seq.blocks, &seq.tokens, cached + len) {
+        if !self.kv.allocate(&mut seq.blocks, cached + len) {
             self.kv.release(&mut seq.blocks);
             return None;
         }
+        self.kv.publish_for_this_pass(&seq.blocks, &seq.tokens, cached + len);
         seq.num_computed = cached;
         if !seq.was_admitted {
             seq.was_admitted = true;
@@ -204,11 +219,13 @@ impl Scheduler {
         Some(ScheduledChunk { key, start: cached, len })
     }
 
-    /// Marks the step's chunks as computed.
+    /// Marks the step's chunks as computed: their KV is written, so their full blocks become
+    /// findable by hash. A step that failed is never completed.
     pub fn complete(&mut self, out: &SchedulerOutput) {
         for chunk in &out.chunks {
             if let Some(seq) = self.seqs.get_mut(&chunk.key) {
                 seq.num_computed = chunk.start + chunk.len;
+                self.kv.commit(&mut seq.blocks, &seq.tokens, seq.num_computed);
             }
         }
     }

@@ -10,7 +10,7 @@ use sconce_protocol::{ApiError, Usage};
 use tokio_util::sync::CancellationToken;
 
 use super::deltas::DeltaStream;
-use crate::backend::Delta;
+use crate::backend::{Delta, FinishReason};
 
 /// How one endpoint shapes deltas into chunks.
 pub trait ResponseFormat: Send + 'static {
@@ -59,6 +59,12 @@ pub fn chunks<F: ResponseFormat>(
                 return;
             };
             let Some(delta) = delta else { break };
+            if delta.finish_reason == Some(FinishReason::Error) {
+                // A failed step: bill what ran, then end with a server error.
+                yield Ok(format.usage_chunk(deltas.usage_so_far()));
+                yield Err(engine_failed());
+                return;
+            }
             note_timings(&journal, &delta);
             if let Some(mut chunk) = format.chunk(&delta) {
                 if continuous {
@@ -79,6 +85,10 @@ pub fn chunks<F: ResponseFormat>(
 pub async fn collect<A: Api>(chunks: ReplyStream<A::Chunk>) -> Result<A::Response, ApiError> {
     let chunks: Vec<A::Chunk> = chunks.try_collect().await?;
     A::fold(chunks).ok_or_else(stopped_early)
+}
+
+pub fn engine_failed() -> ApiError {
+    ApiError::internal("the engine failed while generating this request")
 }
 
 pub fn stopped_early() -> ApiError {

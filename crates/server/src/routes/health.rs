@@ -7,17 +7,28 @@ use axum::Json;
 use sconce_protocol::ApiError;
 use serde_json::{json, Value};
 
+use crate::backend::{Backend, EngineState};
 use crate::http::HttpError;
 use crate::metrics::CONTENT_TYPE;
 use crate::state::AppState;
 
-/// Liveness: the process answers.
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the process answers and its engine has not failed.
+pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    check_engine(&state)?;
+    Ok(Json(json!({"status": "ok"})))
 }
 
-/// Readiness: the model is loaded and the server is not draining.
+/// 503 once the engine thread has failed (it panicked), so the orchestrator restarts the pod.
+fn check_engine(state: &AppState) -> Result<(), HttpError> {
+    match state.backend().map(Backend::state) {
+        Some(EngineState::Failed(reason)) => Err(ApiError::unavailable(format!("the engine failed: {reason}")).into()),
+        _ => Ok(()),
+    }
+}
+
+/// Readiness: the model is loaded, its engine has not failed and the server is not draining.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
+    check_engine(&state)?;
     if state.is_draining() {
         return Err(ApiError::unavailable("the server is shutting down").into());
     }

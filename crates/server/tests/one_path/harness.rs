@@ -84,6 +84,18 @@ impl Server {
         server
     }
 
+    /// The exit status once the process has exited by itself, waiting up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn log_tail(&self) -> String {
         let log = self.log.lock().unwrap();
         log[log.len().saturating_sub(30)..].join("\n")
