@@ -84,18 +84,8 @@ impl Gateway {
             metrics: Some(metrics.clone()),
             policy: Some(policy.clone()),
         });
-        let gateway = Arc::new(Self {
-            config,
-            store,
-            auth,
-            ledger,
-            metrics,
-            policy,
-            meter,
-            prompts,
-            redis: redis_probe,
-            names,
-        });
+        let gateway =
+            Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts, redis: redis_probe, names });
         tokio::spawn(reload(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
