@@ -76,7 +76,7 @@ async fn admitted_rows(store: &Store, tag: &str, key: &str) {
     let live = stored(store, key, &id).await;
     assert_eq!((live.state, live.completion_tokens), (RowState::Admitted, 7), "a stale refresh never lowers");
     let done = UsageRecord { latency_s: 2.0, ..row(&id, key, 9) };
-    store.insert_usage(&[done.clone()]).await.unwrap();
+    store.insert_usage(std::slice::from_ref(&done)).await.unwrap();
     store.insert_usage(&[admitted(&id, key, 20), done.clone()]).await.unwrap(); // replayed
     let done = stored(store, key, &id).await;
     assert_eq!((done.state, done.prompt_tokens, done.completion_tokens), (RowState::Done, 9, 9));

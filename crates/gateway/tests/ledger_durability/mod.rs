@@ -73,7 +73,7 @@ async fn in_flight_rows_carry_the_tokens_known_at_each_flush_and_complete_once()
     assert!(live.cost > 0.0);
     let spooled = std::fs::read_to_string(format!("{}.0", db.spool().display())).unwrap();
     let spooled: Vec<UsageRecord> = spooled.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    assert_eq!(spooled, [live.clone()], "the emptied spool still holds the running request");
+    assert_eq!(spooled.as_slice(), std::slice::from_ref(live), "the emptied spool still holds the running request");
     journal.live.add_completion(3);
     ledger.flush().await;
     assert_eq!(db.rows().await[0].completion_tokens, 8);
