@@ -169,8 +169,9 @@ async fn without_routing_a_missing_model_is_the_served_one_and_is_checked() {
     assert_eq!(allowed.status, 200, "{}", allowed.text);
 }
 
-/// Finishes `first` and `second` (sent 50 ms apart) behind a long request on one sequence
-/// slot; true when `second` finished first, i.e. jumped the queue.
+/// Finishes `first` and `second` (sent 20 and 70 ms after it) behind a long request on one
+/// sequence slot; true when `second` finished first, i.e. jumped the queue. Steps are slowed
+/// (`SLOW_STEPS`) so the long request is still running when both have queued.
 async fn jumps_the_queue(server: &Server, key: &str, priority: i32) -> bool {
     let long = json!({"prompt": "a", "max_tokens": 450, "ignore_eos": true, "temperature": 0});
     let short = |priority: i32| json!({"prompt": "b", "max_tokens": 40, "ignore_eos": true, "priority": priority});
@@ -180,9 +181,12 @@ async fn jumps_the_queue(server: &Server, key: &str, priority: i32) -> bool {
         Instant::now()
     };
     let blocker = finish(key.to_string(), long);
-    let first = finish(key.to_string(), short(0));
+    let first = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        finish(key.to_string(), short(0)).await
+    };
     let second = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(70)).await;
         let sent = Instant::now();
         (sent, finish(key.to_string(), short(priority)).await)
     };
@@ -191,10 +195,13 @@ async fn jumps_the_queue(server: &Server, key: &str, priority: i32) -> bool {
     second_done < first_done
 }
 
+/// 2 ms per engine step: the 450-token request takes at least 0.9 s (the test-only fault hook).
+const SLOW_STEPS: (&str, &str) = ("SCONCE_FAULT_INJECT", "step_delay_ms:2");
+
 #[tokio::test]
 async fn priority_is_a_privilege_that_keys_do_not_have_by_default() {
     let engine = "[engine]\nmax_num_seqs = 1\n";
-    let server = Server::start(|dir| format!("{engine}{}", gateway("")(dir)), &[]).await;
+    let server = Server::start(|dir| format!("{engine}{}", gateway("")(dir)), &[SLOW_STEPS]).await;
     assert!(jumps_the_queue(&server, ADMIN, -10).await, "control: the admin's priority is honoured");
     let key = create_key(&server, json!({"alias": "plain", "team": "t"})).await;
     assert!(!jumps_the_queue(&server, &key, i32::MIN).await, "a default key jumped the queue");
