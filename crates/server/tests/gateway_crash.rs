@@ -36,10 +36,12 @@ async fn kill_9_under_load_loses_at_most_one_batch_interval() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     let toml = format!(
-        "[gateway]\nenabled = true\nauth = \"off\"\ndata_dir = {:?}\nledger_batch_interval_ms = {BATCH_INTERVAL_MS}\n",
+        "[gateway]\nenabled = true\nauth = \"off\"\nadmin_key_env = {CRASH_ADMIN_ENV:?}\ndata_dir = {:?}\n\
+         ledger_batch_interval_ms = {BATCH_INTERVAL_MS}\n",
         dir.path().to_str().unwrap()
     );
     std::fs::write(&config, toml).unwrap();
+    std::env::set_var(CRASH_ADMIN_ENV, CRASH_ADMIN); // reads of /v1/usage need it
     let client = reqwest::Client::new();
     let mut serve = spawn_serve(MODEL, &config, &[]);
     wait_ready(&client, &serve.base).await;
@@ -72,8 +74,8 @@ async fn kill_9_under_load_loses_at_most_one_batch_interval() {
     let body = json!({"model": MODEL, "messages": user_messages("hi"), "max_tokens": 4, "ignore_eos": true});
     let response = client.post(format!("{}/v1/chat/completions", serve.base)).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let usage: serde_json::Value =
-        client.get(format!("{}/v1/usage", serve.base)).send().await.unwrap().json().await.unwrap();
+    let usage = client.get(format!("{}/v1/usage", serve.base)).bearer_auth(CRASH_ADMIN).send().await.unwrap();
+    let usage: serde_json::Value = usage.json().await.unwrap();
     assert_eq!(usage["data"][0]["requests"].as_u64(), Some(rows.len() as u64 + 1));
 }
 

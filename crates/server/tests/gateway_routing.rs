@@ -21,6 +21,9 @@ use sconce_server::{gateway, server, AppState};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+/// With auth off every caller is anonymous; reads of `/v1/usage` still need the admin key.
+const ADMIN: &str = "sk-admin-routing";
+
 struct Server {
     base: String,
     client: reqwest::Client,
@@ -39,7 +42,7 @@ impl Server {
         configure(&mut gateway_config);
         let config = tiny_config();
         let state = AppState::new(server::settings(&config));
-        gateway::install_with_admin(&state, &gateway_config, None).await.unwrap();
+        gateway::install_with_admin(&state, &gateway_config, Some(ADMIN.into())).await.unwrap();
         state.set_backend(Backend::launch(&config).await.unwrap()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -48,7 +51,7 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let response = self.client.get(format!("{}{path}", self.base)).bearer_auth(ADMIN).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
