@@ -310,3 +310,29 @@ async fn a_failing_embedder_is_a_miss() {
     }
     assert_eq!((upstream.calls.load(Ordering::SeqCst), cache.len()), (2, 0));
 }
+
+#[tokio::test]
+async fn lookups_count_hits_misses_similarity_and_latency() {
+    let registry = prometheus::Registry::new();
+    let names = Arc::new(crate::names::ModelNames::new(&crate::config::GatewayConfig::default()));
+    let metrics = metrics::SemanticMetrics::new(&registry, names).unwrap();
+    let words = Arc::new(Words { calls: AtomicUsize::new(0) });
+    let cache = Arc::new(SemanticCache::in_memory(config(), words).with_metrics(Some(metrics)));
+    let upstream = Arc::new(Numbered { calls: AtomicUsize::new(0) });
+    let stage: Service<Chat> = Arc::new(SemanticStage::<Chat>::new(cache, upstream));
+    for (id, text) in [("r1", CAPITAL), ("r2", PARAPHRASE), ("r3", "Who wrote Hamlet?")] {
+        stage.call(call(id, "t", question(text))).await.unwrap();
+    }
+    let families = registry.gather();
+    let family = |name: &str| families.iter().find(|f| f.name() == name).unwrap();
+    let counter = |name: &str| family(name).get_metric().iter().map(|m| m.get_counter().get_value()).sum::<f64>();
+    assert_eq!(counter("sconce:semantic_cache_hits_total"), 1.0);
+    assert_eq!(counter("sconce:semantic_cache_misses_total"), 2.0);
+    let histogram = |name: &str| family(name).get_metric()[0].get_histogram().clone();
+    let similarity = histogram("sconce:semantic_cache_similarity");
+    assert_eq!(similarity.get_sample_count(), 2, "the first lookup found an empty partition");
+    let expected = 6.0 / 42f64.sqrt()
+        + (bag("Who wrote Hamlet?").iter().zip(bag(CAPITAL)).map(|(a, b)| f64::from(a * b))).sum::<f64>();
+    assert!((similarity.get_sample_sum() - expected).abs() < 1e-3, "{}", similarity.get_sample_sum());
+    assert_eq!(histogram("sconce:semantic_cache_lookup_seconds").get_sample_count(), 3);
+}
