@@ -97,7 +97,8 @@ impl Embedder for HashedWords {
         let embed = |text: &String| {
             let mut vector = vec![0.0f32; 384];
             for word in text.split_whitespace() {
-                let hash = word.bytes().fold(5381u64, |h, b| h.wrapping_mul(33) ^ u64::from(b));
+                let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                let hash = word.bytes().fold(0xcbf2_9ce4_8422_2325, fnv);
                 vector[(hash % 384) as usize] += 1.0;
             }
             let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
@@ -125,13 +126,13 @@ fn semantic_bench(c: &mut Criterion) {
     let backend: Service<Chat> = Arc::new(SemanticStage::new(cache.clone(), Arc::new(Echo)));
     runtime.block_on(async {
         for i in 0..1000 {
-            backend.call(question(&format!("question number {i} about topic {}", i * 7), false)).await.unwrap();
+            backend.call(question(&format!("q{i} w{} x{} y{}", i * 7, i * 13, i * 31), false)).await.unwrap();
         }
     });
     assert_eq!(cache.len(), 1000);
     let miss = || runtime.block_on(backend.call(question("an unrelated thing entirely", true))).unwrap();
     c.bench_function("semantic/miss_1000_entries", |b| b.iter(miss));
-    let hit = || runtime.block_on(backend.call(question("question number 5 about topic 35", false))).unwrap();
+    let hit = || runtime.block_on(backend.call(question("q5 w35 x65 y155", false))).unwrap();
     c.bench_function("semantic/hit_1000_entries", |b| b.iter(hit));
 }
 

@@ -34,9 +34,10 @@ pub struct Index {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Slot>,
-    /// Entry ids per partition.
-    partitions: HashMap<String, Vec<String>>,
+    /// The entries of each partition, searched in place.
+    partitions: HashMap<String, Vec<Slot>>,
+    /// Each entry's partition, by id.
+    partition_of: HashMap<String, String>,
     /// Entry ids by last use, oldest first.
     by_use: BTreeMap<u64, String>,
     clock: u64,
@@ -57,7 +58,7 @@ impl Index {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().partition_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,7 +66,7 @@ impl Index {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.lock().entries.contains_key(id)
+        self.lock().partition_of.contains_key(id)
     }
 
     /// Adds an entry (one already there or already expired is ignored), evicting the least
@@ -75,43 +76,51 @@ impl Index {
             return;
         }
         let mut inner = self.lock();
-        if inner.entries.contains_key(&entry.id) {
+        if inner.partition_of.contains_key(&entry.id) {
             return;
         }
-        while inner.entries.len() >= self.max_entries {
+        while inner.partition_of.len() >= self.max_entries {
             let Some((_, oldest)) = inner.by_use.pop_first() else { break };
             inner.remove(&oldest);
         }
         let used = inner.tick();
         inner.by_use.insert(used, entry.id.clone());
-        inner.partitions.entry(entry.partition.clone()).or_default().push(entry.id.clone());
-        inner.entries.insert(entry.id.clone(), Slot { entry, used });
+        inner.partition_of.insert(entry.id.clone(), entry.partition.clone());
+        inner.partitions.entry(entry.partition.clone()).or_default().push(Slot { entry, used });
     }
 
     /// The most similar live entry of `partition` (expired ones are dropped on the way).
     pub fn nearest(&self, partition: &str, vector: &[f32], now_ms: i64) -> Option<Neighbour> {
         let mut inner = self.lock();
-        let ids = inner.partitions.get(partition)?.clone();
-        let mut best: Option<Neighbour> = None;
-        for id in ids {
-            let Some(slot) = inner.entries.get(&id) else { continue };
+        let slots = inner.partitions.get(partition)?;
+        let mut best: Option<(f32, &Entry)> = None;
+        let mut expired = Vec::new();
+        for slot in slots {
             if slot.entry.expires_at_ms <= now_ms {
-                inner.remove(&id);
+                expired.push(slot.entry.id.clone());
                 continue;
             }
             let similarity = dot(&slot.entry.vector, vector);
-            if best.as_ref().is_none_or(|b| similarity > b.similarity) {
-                best = Some(Neighbour { id, similarity, response: slot.entry.response.clone() });
+            if best.is_none_or(|(top, _)| similarity > top) {
+                best = Some((similarity, &slot.entry));
             }
         }
-        best
+        let found = best.map(|(similarity, entry)| Neighbour {
+            id: entry.id.clone(),
+            similarity,
+            response: entry.response.clone(),
+        });
+        for id in expired {
+            inner.remove(&id);
+        }
+        found
     }
 
     /// Marks an entry as just used (a hit), so it is evicted last.
     pub fn touch(&self, id: &str) {
         let mut inner = self.lock();
         let used = inner.tick();
-        let Some(slot) = inner.entries.get_mut(id) else { return };
+        let Some(slot) = inner.slot_mut(id) else { return };
         let before = std::mem::replace(&mut slot.used, used);
         inner.by_use.remove(&before);
         inner.by_use.insert(used, id.to_string());
@@ -120,8 +129,9 @@ impl Index {
     /// Drops every expired entry.
     pub fn purge(&self, now_ms: i64) {
         let mut inner = self.lock();
+        let all = inner.partitions.values().flatten();
         let expired: Vec<String> =
-            inner.entries.values().filter(|s| s.entry.expires_at_ms <= now_ms).map(|s| s.entry.id.clone()).collect();
+            all.filter(|slot| slot.entry.expires_at_ms <= now_ms).map(|slot| slot.entry.id.clone()).collect();
         for id in expired {
             inner.remove(&id);
         }
@@ -134,25 +144,39 @@ impl Inner {
         self.clock
     }
 
+    fn slot_mut(&mut self, id: &str) -> Option<&mut Slot> {
+        let partition = self.partition_of.get(id)?;
+        self.partitions.get_mut(partition)?.iter_mut().find(|slot| slot.entry.id == id)
+    }
+
     fn remove(&mut self, id: &str) {
-        let Some(slot) = self.entries.remove(id) else { return };
-        self.by_use.remove(&slot.used);
-        let partition = &slot.entry.partition;
-        if let Some(ids) = self.partitions.get_mut(partition) {
-            ids.retain(|other| other != id);
-            if ids.is_empty() {
-                self.partitions.remove(partition);
-            }
+        let Some(partition) = self.partition_of.remove(id) else { return };
+        let Some(slots) = self.partitions.get_mut(&partition) else { return };
+        if let Some(at) = slots.iter().position(|slot| slot.entry.id == id) {
+            let slot = slots.swap_remove(at);
+            self.by_use.remove(&slot.used);
+        }
+        if slots.is_empty() {
+            self.partitions.remove(&partition);
         }
     }
 }
 
-/// Cosine similarity of two unit vectors (0 when their lengths differ).
+/// Cosine similarity of two unit vectors (0 when their lengths differ). Eight running sums,
+/// so the compiler can use vector lanes (one sum is a chain of dependent adds).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return 0.0;
     }
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    let mut lanes = [0.0f32; 8];
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for (lane, (x, y)) in lanes.iter_mut().zip(x.iter().zip(y)) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `vector` scaled to unit length (unchanged when it is all zeros).
@@ -184,6 +208,15 @@ mod tests {
         assert_eq!(best.id, "b");
         assert!((best.similarity - 0.8).abs() < 1e-6);
         assert!(index.nearest("r", &[0.0, 1.0], 0).is_none());
+    }
+
+    #[test]
+    fn dot_adds_every_dimension_including_the_tail() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..19).map(|i| (i % 3) as f32).collect();
+        let expected: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert_eq!(dot(&a, &b), expected);
+        assert_eq!(dot(&a, &b[..18]), 0.0);
     }
 
     #[test]
