@@ -1,5 +1,5 @@
-//! Guardrail input checks on a 4 KB prompt, cache hits, routing overhead, and resolving
-//! and rendering a registry prompt.
+//! Guardrail input checks on a 4 KB prompt, cache hits, the semantic cache's search,
+//! routing overhead, and resolving and rendering a registry prompt.
 //! Run: `cargo bench -p sconce-gateway --bench gateway`.
 
 #![allow(clippy::unwrap_used)]
@@ -16,9 +16,11 @@ use sconce_gateway::guard::{Action, Policy, PolicyConfig};
 use sconce_gateway::prompts::layer::apply_prompt;
 use sconce_gateway::prompts::store::LabelRow;
 use sconce_gateway::prompts::{PromptBook, PromptVersion};
-use sconce_gateway::route::{DeploymentConfig, GroupConfig, Router, RoutingConfig};
+use sconce_gateway::route::{DeploymentConfig, GroupConfig, RequestHints, Router, RoutingConfig};
+use sconce_gateway::semantic::{Embedder, SemanticCache, SemanticCacheConfig, SemanticStage};
 use sconce_gateway::{
-    reply_id, Api, ApiRequest, Backend, Call, CallContext, CallResult, Chat, Outcome, Principal, Service, Upstream,
+    reply_id, Api, ApiRequest, Backend, Call, CallContext, CallResult, Chat, GatewayError, Outcome, Principal, Service,
+    Upstream,
 };
 
 /// Every input check on, each blocking.
@@ -87,6 +89,53 @@ fn cache_bench(c: &mut Criterion) {
     c.bench_function("cache/hit_in_process", |b| b.iter(|| runtime.block_on(backend.call(call("m"))).unwrap()));
 }
 
+/// 384 dimensions (all-MiniLM-L6-v2's) from hashed words: the search's cost without a model's.
+struct HashedWords;
+
+impl Embedder for HashedWords {
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'static, Result<Vec<Vec<f32>>, GatewayError>> {
+        let embed = |text: &String| {
+            let mut vector = vec![0.0f32; 384];
+            for word in text.split_whitespace() {
+                let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                let hash = word.bytes().fold(0xcbf2_9ce4_8422_2325, fnv);
+                vector[(hash % 384) as usize] += 1.0;
+            }
+            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            vector.into_iter().map(|x| x / norm).collect()
+        };
+        let vectors = texts.iter().map(embed).collect();
+        Box::pin(async move { Ok(vectors) })
+    }
+}
+
+fn question(text: &str, no_store: bool) -> Call<Chat> {
+    let json = serde_json::json!({"model": "m", "temperature": 0, "messages": [{"role": "user", "content": text}]});
+    let mut ctx = CallContext::new("r", Principal::default());
+    if no_store {
+        ctx.hints = RequestHints::default().with_cache_control("no-store");
+    }
+    Call { request: serde_json::from_value(json).unwrap(), ctx }
+}
+
+/// A lookup in a partition of 1,000 entries: a miss (not stored) and a hit.
+fn semantic_bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = SemanticCacheConfig { enabled: true, ..SemanticCacheConfig::default() };
+    let cache = Arc::new(SemanticCache::in_memory(config, Arc::new(HashedWords)));
+    let backend: Service<Chat> = Arc::new(SemanticStage::new(cache.clone(), Arc::new(Echo)));
+    runtime.block_on(async {
+        for i in 0..1000 {
+            backend.call(question(&format!("q{i} w{} x{} y{}", i * 7, i * 13, i * 31), false)).await.unwrap();
+        }
+    });
+    assert_eq!(cache.len(), 1000);
+    let miss = || runtime.block_on(backend.call(question("an unrelated thing entirely", true))).unwrap();
+    c.bench_function("semantic/miss_1000_entries", |b| b.iter(miss));
+    let hit = || runtime.block_on(backend.call(question("q5 w35 x65 y155", false))).unwrap();
+    c.bench_function("semantic/hit_1000_entries", |b| b.iter(hit));
+}
+
 fn route_bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let deployments = ["a", "b", "c"].map(|n| DeploymentConfig { name: n.into(), ..DeploymentConfig::default() });
@@ -137,5 +186,5 @@ fn prompt_bench(c: &mut Criterion) {
     c.bench_function("prompt/build_call_only", |b| b.iter(|| call("m")));
 }
 
-criterion_group!(benches, guard_bench, cache_bench, route_bench, prompt_bench);
+criterion_group!(benches, guard_bench, cache_bench, semantic_bench, route_bench, prompt_bench);
 criterion_main!(benches);

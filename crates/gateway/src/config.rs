@@ -66,11 +66,15 @@ pub struct GatewayConfig {
     /// The response cache (`[gateway.cache]`).
     #[serde(skip_serializing_if = "is_default")]
     pub cache: crate::cache::CacheConfig,
+    /// The semantic cache (`[gateway.semantic_cache]`); it needs an embedder.
+    #[serde(skip_serializing_if = "is_default")]
+    pub semantic_cache: crate::semantic::SemanticCacheConfig,
     /// Guardrail policies (`[[gateway.guardrails.policies]]`).
     #[serde(skip_serializing_if = "is_default")]
     pub guardrails: crate::guard::GuardrailsConfig,
-    /// The stages, outermost first; default `["meter", "prompt", "policy", "guard", "cache"]`.
-    /// The guard and the cache run only when their sections turn them on.
+    /// The stages, outermost first; default
+    /// `["meter", "prompt", "policy", "guard", "cache", "semantic_cache"]`. The guard and
+    /// the caches run only when their sections turn them on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages: Option<Vec<StageName>>,
 }
@@ -106,6 +110,7 @@ impl Default for GatewayConfig {
             teams: BTreeMap::new(),
             routing: Default::default(),
             cache: Default::default(),
+            semantic_cache: Default::default(),
             guardrails: Default::default(),
             stages: None,
         }

@@ -2,15 +2,16 @@
 //!
 //! Every endpoint's request travels one path: the route hands a [`Call`] to the
 //! [`Pipeline`], whose [`Stage`]s (metering, the prompt registry, policy, guardrails,
-//! the response cache) wrap an [`Upstream`]: the local engine (in `sconce-server`), a
-//! remote OpenAI-compatible deployment, or the router over both. Stages are generic over
-//! the endpoint ([`Api`]), so each is written once. This crate never depends on the
-//! engine or candle.
+//! the response cache, the semantic cache) wrap an [`Upstream`]: the local engine (in
+//! `sconce-server`), a remote OpenAI-compatible deployment, or the router over both.
+//! Stages are generic over the endpoint ([`Api`]), so each is written once. This crate
+//! never depends on the engine or candle.
 
 pub mod cache;
 pub mod guard;
 pub mod prompts;
 pub mod route;
+pub mod semantic;
 
 pub mod api;
 pub mod auth;

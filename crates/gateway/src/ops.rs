@@ -1,7 +1,7 @@
 //! [`Gateway`]: opens the store, loads keys, starts the ledger and assembles the stage
 //! stack over an upstream, in the configured order.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sconce_protocol::ApiError;
@@ -27,6 +27,8 @@ use crate::redis_store::RedisStore;
 use crate::route::catalog::ServedName;
 use crate::route::metrics::RouteMetrics;
 use crate::route::Router;
+use crate::semantic::metrics::SemanticMetrics;
+use crate::semantic::{Embedder, SemanticCache};
 use crate::stack::{Pipeline, Stage, StageName};
 use crate::store::Store;
 use crate::usage::{summarize, unix_now, GroupBy, UsageQuery, UsageReport};
@@ -46,12 +48,15 @@ pub struct Gateway {
     /// The shared state, when configured (for `/ready`).
     redis: Option<RedisStore>,
     names: Arc<ModelNames>,
+    /// The semantic cache, once an embedder is connected ([`Gateway::set_embedder`]).
+    semantic: OnceLock<Arc<SemanticCache>>,
 }
 
 impl Gateway {
     /// Opens the database and Redis (when configured) and starts the ledger writer.
     /// `admin_key` is usually [`GatewayConfig::admin_key`].
     pub async fn open(config: GatewayConfig, admin_key: Option<String>) -> anyhow::Result<Arc<Self>> {
+        config.semantic_cache.check(&config.resolved_database_url())?;
         let store = Store::open(&config.resolved_database_url()).await?;
         let names = Arc::new(ModelNames::new(&config));
         let metrics = Arc::new(GatewayMetrics::new(names.clone(), config.per_key_metrics)?);
@@ -84,8 +89,10 @@ impl Gateway {
             metrics: Some(metrics.clone()),
             policy: Some(policy.clone()),
         });
+        let semantic = OnceLock::new();
+        let redis = redis_probe;
         let gateway =
-            Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts, redis: redis_probe, names });
+            Arc::new(Self { config, store, auth, ledger, metrics, policy, meter, prompts, redis, names, semantic });
         tokio::spawn(reload(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
@@ -100,6 +107,33 @@ impl Gateway {
             }
         }
         Ok(Pipeline::new(stages, self.upstream(local)?))
+    }
+
+    /// Connects the embedding model the semantic cache looks questions up by; call it
+    /// before [`Gateway::pipeline`]. Opens the configured backend (with `postgres`, loads the
+    /// unexpired entries and starts listening). Nothing happens while the cache is off; only
+    /// the first call counts.
+    pub async fn set_embedder(&self, embedder: Arc<dyn Embedder>) -> Result<(), GatewayError> {
+        let config = &self.config.semantic_cache;
+        if !config.enabled || self.semantic.get().is_some() {
+            return Ok(());
+        }
+        let url = self.config.resolved_database_url();
+        let cache = SemanticCache::open(config.clone(), embedder, &url).await?;
+        let metrics = SemanticMetrics::new(self.metrics.registry(), self.names.clone()).ok();
+        let _ = self.semantic.set(Arc::new(cache.with_metrics(metrics)));
+        Ok(())
+    }
+
+    /// The semantic cache stage: on needs an embedder.
+    fn semantic_stage(&self) -> Result<Stage, GatewayError> {
+        match self.semantic.get() {
+            Some(cache) => Ok(Stage::SemanticCache(cache.clone())),
+            None => Err(GatewayError::config(
+                "`[gateway.semantic_cache]` is enabled but no embedding model is connected \
+                 (serve an embedding model, or set `enabled = false`)",
+            )),
+        }
     }
 
     /// One stage, or None when its section leaves it off.
@@ -122,6 +156,8 @@ impl Gateway {
                 )?;
                 Stage::Cache(Arc::new(cache))
             }
+            StageName::SemanticCache if !self.config.semantic_cache.enabled => return Ok(None),
+            StageName::SemanticCache => self.semantic_stage()?,
         }))
     }
 

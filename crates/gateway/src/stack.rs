@@ -12,6 +12,7 @@ use crate::guard::{GuardStage, Guarded};
 use crate::meter::{MeterState, Metered};
 use crate::policy::{Policed, PolicyState};
 use crate::prompts::{PromptRegistry, PromptStage};
+use crate::semantic::{SemanticCache, SemanticStage};
 use crate::telemetry::timed;
 
 /// A stage's name in config (`[gateway] stages = [...]`) and in traces (`gateway.<name>`).
@@ -23,12 +24,16 @@ pub enum StageName {
     Policy,
     Guard,
     Cache,
+    #[serde(rename = "semantic_cache")]
+    SemanticCache,
 }
 
 impl StageName {
     /// Metering outermost, so refusals are metered too; then the prompt, so the policy and
-    /// every later stage see the rendered request; then policy, guardrails and the cache.
-    pub const DEFAULT_ORDER: [StageName; 5] = [Self::Meter, Self::Prompt, Self::Policy, Self::Guard, Self::Cache];
+    /// every later stage see the rendered request; then policy, guardrails, the exact cache
+    /// and, inside it, the semantic cache (only what the exact cache missed reaches it).
+    pub const DEFAULT_ORDER: [StageName; 6] =
+        [Self::Meter, Self::Prompt, Self::Policy, Self::Guard, Self::Cache, Self::SemanticCache];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +42,7 @@ impl StageName {
             Self::Policy => "policy",
             Self::Guard => "guard",
             Self::Cache => "cache",
+            Self::SemanticCache => "semantic_cache",
         }
     }
 }
@@ -49,6 +55,7 @@ pub enum Stage {
     Policy(Arc<PolicyState>),
     Guard(Arc<GuardStage>),
     Cache(Arc<ResponseCache>),
+    SemanticCache(Arc<SemanticCache>),
 }
 
 impl Stage {
@@ -59,13 +66,18 @@ impl Stage {
             Self::Policy(_) => StageName::Policy,
             Self::Guard(_) => StageName::Guard,
             Self::Cache(_) => StageName::Cache,
+            Self::SemanticCache(_) => StageName::SemanticCache,
         }
     }
 
     /// Which endpoints a stage takes part in: the one place that says so. The prompt
-    /// registry holds chat messages, so it has nothing to do for `/v1/completions`.
+    /// registry holds chat messages, so it has nothing to do for `/v1/completions`; the
+    /// semantic cache embeds the last user message, so it applies to chat only.
     pub fn applies_to(&self, endpoint: Endpoint) -> bool {
-        !matches!((self, endpoint), (Self::Prompt(_), Endpoint::Completions))
+        !matches!(
+            (self, endpoint),
+            (Self::Prompt(_), Endpoint::Completions) | (Self::SemanticCache(_), Endpoint::Completions)
+        )
     }
 
     fn wrap<A: Api>(&self, inner: Service<A>) -> Service<A> {
@@ -75,6 +87,7 @@ impl Stage {
             Self::Policy(state) => Arc::new(Policed::new(state.clone(), inner)),
             Self::Guard(stage) => Arc::new(Guarded::new(stage.clone(), inner)),
             Self::Cache(cache) => Arc::new(CachedStage::new(cache.clone(), inner)),
+            Self::SemanticCache(cache) => Arc::new(SemanticStage::new(cache.clone(), inner)),
         }
     }
 }

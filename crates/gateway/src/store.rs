@@ -16,12 +16,13 @@ mod usage_rows;
 use usage_rows::{bind_usage_rows, merge_repeated_ids, usage_insert_sql, ROWS_PER_INSERT};
 
 /// Applied migrations must never change: `tests/store.rs` pins their checksums.
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "usage operation", include_str!("../migrations/0002_usage_operation.sql")),
     (3, "prompts", include_str!("../migrations/0003_prompts.sql")),
     (4, "key limits", include_str!("../migrations/0004_key_limits.sql")),
     (5, "ledger durability", include_str!("../migrations/0005_ledger_durability.sql")),
+    (6, "semantic cache", include_str!("../migrations/0006_semantic_cache.sql")),
 ];
 
 /// A connection pool with the schema in place.

@@ -147,7 +147,7 @@ impl<A: Api> Backend<A> for CachedStage<A> {
 async fn cached_call<A: Api>(cache: Arc<ResponseCache>, inner: Service<A>, call: Call<A>) -> CallResult<A> {
     let cacheable = cache.config.cache_nondeterministic || call.request.is_deterministic();
     if !cacheable {
-        return inner.call(call).await.map(|o| o.with_header(CACHE_HEADER, "miss"));
+        return inner.call(call).await.map(marked_miss);
     }
     let model = call.request.model().unwrap_or_default().to_string();
     let prompt = call.ctx.prompt.as_ref().map(ToString::to_string);
@@ -162,10 +162,24 @@ async fn cached_call<A: Api>(cache: Arc<ResponseCache>, inner: Service<A>, call:
     cache.count(false, &model);
     let no_store = call.ctx.hints.no_store;
     let outcome = inner.call(call).await?;
-    if no_store {
-        return Ok(outcome.with_header(CACHE_HEADER, "miss"));
+    if no_store || is_semantic_hit(&outcome) {
+        return Ok(marked_miss(outcome));
     }
-    Ok(fill(cache, key, outcome).with_header(CACHE_HEADER, "miss"))
+    Ok(marked_miss(fill(cache, key, outcome)))
+}
+
+/// Says `miss`, unless an inner stage (the semantic cache) already said what it was.
+fn marked_miss<A: Api>(outcome: Outcome<A>) -> Outcome<A> {
+    if outcome.headers.iter().any(|(name, _)| *name == CACHE_HEADER) {
+        return outcome;
+    }
+    outcome.with_header(CACHE_HEADER, "miss")
+}
+
+/// A semantic hit answered another question: never stored under this request's exact key
+/// (the exact cache is not partitioned by team).
+fn is_semantic_hit<A: Api>(outcome: &Outcome<A>) -> bool {
+    outcome.headers.iter().any(|(name, value)| *name == CACHE_HEADER && value == crate::semantic::SEMANTIC_HIT)
 }
 
 /// Stores full answers now, and streams once they end complete (never when cut short).
