@@ -90,7 +90,7 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
     let started = std::time::Instant::now();
     tokio::select! {
         () = &mut shutdown => Ok(()),
-        loaded = Backend::launch(config) => {
+        loaded = async { load_embeddings(config, state).await?; Backend::launch(config).await } => {
             let backend = loaded.with_context(|| format!("cannot load the model `{}`", config.model.name))?;
             let info = backend.info();
             tracing::info!(
@@ -103,6 +103,15 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
             wait_shutdown_or_failure(&backend, shutdown).await
         }
     }
+}
+
+/// Loads the `[[models]]` embedding models, each with its batcher, before the chat model.
+pub async fn load_embeddings(config: &Config, state: &AppState) -> anyhow::Result<()> {
+    if config.models.is_empty() {
+        return Ok(());
+    }
+    let service = crate::embed::EmbeddingService::launch(&config.models, config.model.allow_hub).await?;
+    state.set_embeddings(service)
 }
 
 /// Waits for the shutdown signal; an engine failure ends the wait with an error, so the
