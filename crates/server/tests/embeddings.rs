@@ -239,3 +239,20 @@ async fn a_long_embedding_queue_does_not_stall_chat() {
     let (status, _) = server.post_json("/v1/embeddings", &json!({"input": "still here"})).await;
     assert_eq!(status, 200);
 }
+
+/// The entry a semantic cache calls: texts in, unit vectors out, the same as over HTTP,
+/// with over-long texts cut rather than refused.
+#[tokio::test]
+async fn the_service_embeds_texts_into_unit_vectors() {
+    let server = server().await;
+    let service = server.state.embeddings().unwrap();
+    let texts = vec!["The cat sat on the mat.".to_string(), "word ".repeat(600)];
+    let vectors = service.embed(texts).await.unwrap();
+    assert_eq!(vectors.len(), 2);
+    for vector in &vectors {
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    let (_, body) = server.post_json("/v1/embeddings", &json!({"input": "The cat sat on the mat."})).await;
+    assert!(max_gap(&vectors[0], &floats(&body["data"][0]["embedding"])) < 1e-6);
+}
