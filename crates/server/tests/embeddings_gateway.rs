@@ -6,6 +6,7 @@ mod common;
 
 use common::gateway::{GatewayServer, TestDb, ADMIN};
 use sconce_gateway::config::{GatewayConfig, Price};
+use sconce_gateway::guard::{Action, GuardrailsConfig, PolicyConfig};
 use sconce_server::config::{Config, ModelEntry};
 use serde_json::{json, Value};
 
@@ -61,5 +62,30 @@ async fn keys_budgets_and_the_ledger_apply_to_embeddings() {
     assert!((row.cost - cost).abs() < 1e-12, "cost {} vs {cost}", row.cost);
     let refused = rows.iter().find(|row| row.key_alias == "broke").unwrap();
     assert_eq!((refused.operation.as_str(), refused.status), ("embeddings", 429));
+    server.close().await;
+}
+
+/// Input guardrails check the inputs; an output guardrail that blocks any text finds none in
+/// an embeddings reply, so the vectors pass.
+#[tokio::test]
+async fn input_guardrails_apply_and_output_guardrails_find_no_text() {
+    let db = TestDb::sqlite();
+    let mut config = priced(db.config());
+    let policy = PolicyConfig {
+        input: [("CREDIT_CARD".to_string(), Action::Block)].into(),
+        output: [("BLOCKED_PATTERN".to_string(), Action::Block)].into(),
+        blocked_patterns: vec![r"\S".into()],
+        ..PolicyConfig::default()
+    };
+    config.guardrails = GuardrailsConfig { policies: vec![policy] };
+    let with_minilm = |config: &mut Config| config.models = vec![ModelEntry::embedding(MINILM)];
+    let server = GatewayServer::start_with(config, with_minilm).await;
+    let card = json!({"model": MINILM, "input": ["fine", "my card is 4111 1111 1111 1111"]});
+    let (status, reply) = embed(&server, Some(ADMIN), &card).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("content_policy_violation")), "{reply}");
+    assert_eq!(reply["error"]["param"], "input");
+    let (status, reply) = embed(&server, Some(ADMIN), &json!({"model": MINILM, "input": "fine"})).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"][0]["embedding"].as_array().unwrap().len(), 384);
     server.close().await;
 }
