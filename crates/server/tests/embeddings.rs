@@ -179,6 +179,8 @@ async fn models_lists_each_kind_and_metrics_count_embeddings() {
     let minilm = kind(MINILM).unwrap();
     assert_eq!((minilm["kind"].as_str(), minilm["dimensions"].as_u64()), (Some("embedding"), Some(384)));
     assert_eq!(minilm["max_model_len"].as_u64(), Some(512));
+    let (status, one) = server.get_json(&format!("/v1/models/{MINILM}")).await;
+    assert_eq!((status, one["kind"].as_str()), (200, Some("embedding")), "{one}");
     let (status, _) = server.post_json("/v1/embeddings", &json!({"input": ["a b c", "d"]})).await;
     assert_eq!(status, 200);
     let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -255,4 +257,19 @@ async fn the_service_embeds_texts_into_unit_vectors() {
     }
     let (_, body) = server.post_json("/v1/embeddings", &json!({"input": "The cat sat on the mat."})).await;
     assert!(max_gap(&vectors[0], &floats(&body["data"][0]["embedding"])) < 1e-6);
+}
+
+/// More inputs waiting than `max_queued_inputs` is a 429 `overloaded`, not an unbounded queue.
+#[tokio::test]
+async fn a_full_queue_refuses_with_429() {
+    let server = TestServer::start_with(|config| {
+        let mut entry = ModelEntry::embedding(MINILM);
+        entry.max_queued_inputs = 4;
+        config.models = vec![entry];
+    })
+    .await;
+    let (status, reply) = server.post_json("/v1/embeddings", &json!({"input": ["a", "b", "c", "d", "e"]})).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (429, Some("overloaded")), "{reply}");
+    let (status, _) = server.post_json("/v1/embeddings", &json!({"input": ["a", "b", "c", "d"]})).await;
+    assert_eq!(status, 200);
 }
