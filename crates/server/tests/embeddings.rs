@@ -181,6 +181,9 @@ async fn models_lists_each_kind_and_metrics_count_embeddings() {
     assert_eq!(minilm["max_model_len"].as_u64(), Some(512));
     let (status, one) = server.get_json(&format!("/v1/models/{MINILM}")).await;
     assert_eq!((status, one["kind"].as_str()), (200, Some("embedding")), "{one}");
+    let chat = json!({"model": MINILM, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let (status, reply) = server.post_json("/v1/chat/completions", &chat).await;
+    assert_eq!((status, reply["error"]["param"].as_str()), (400, Some("model")), "{reply}");
     let (status, _) = server.post_json("/v1/embeddings", &json!({"input": ["a b c", "d"]})).await;
     assert_eq!(status, 200);
     let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();

@@ -105,6 +105,10 @@ impl Serving {
             None => Ok(()),
             Some(name) if name == backend.info().name => Ok(()),
             Some(name) if self.model_aliases.iter().any(|alias| alias == name) => Ok(()),
+            Some(name) if self.embeddings().is_some_and(|service| service.find(Some(name)).is_some()) => {
+                let message = format!("`{name}` is an embedding model: send it to POST /v1/embeddings");
+                Err(ApiError::invalid_param("model", message))
+            }
             Some(name) => Err(ApiError::model_not_found(name)),
         }
     }
