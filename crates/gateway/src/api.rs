@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sconce_protocol::chat::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse};
 use sconce_protocol::completion::{CompletionRequest, CompletionResponse};
+use sconce_protocol::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use sconce_protocol::ApiError;
 
 use crate::context::CallContext;
@@ -19,6 +20,7 @@ use crate::stack::Pipeline;
 pub enum Endpoint {
     Chat,
     Completions,
+    Embeddings,
 }
 
 impl Endpoint {
@@ -27,6 +29,7 @@ impl Endpoint {
         match self {
             Self::Chat => "chat",
             Self::Completions => "text_completion",
+            Self::Embeddings => "embeddings",
         }
     }
 }
@@ -58,6 +61,8 @@ pub trait Api: Send + Sync + Sized + 'static {
 pub struct Chat;
 /// `/v1/completions`.
 pub struct Completions;
+/// `/v1/embeddings`: never streamed; its "stream" is the one full reply.
+pub struct Embeddings;
 
 /// The reply id of request `request_id` on endpoint `A`.
 pub fn reply_id<A: Api>(request_id: &str) -> String {
@@ -146,9 +151,9 @@ pub type Service<A> = Arc<dyn Backend<A>>;
 
 /// What sits under the stages and answers every endpoint: the local engine, a remote
 /// upstream, or the router over them.
-pub trait Upstream: Backend<Chat> + Backend<Completions> {}
+pub trait Upstream: Backend<Chat> + Backend<Completions> + Backend<Embeddings> {}
 
-impl<T: Backend<Chat> + Backend<Completions>> Upstream for T {}
+impl<T: Backend<Chat> + Backend<Completions> + Backend<Embeddings>> Upstream for T {}
 
 impl Api for Chat {
     const ENDPOINT: Endpoint = Endpoint::Chat;
@@ -201,6 +206,36 @@ impl Api for Completions {
 
     fn entry(pipeline: &Pipeline) -> &Service<Self> {
         pipeline.completions()
+    }
+
+    fn select(upstream: Arc<dyn Upstream>) -> Service<Self> {
+        upstream
+    }
+}
+
+impl Api for Embeddings {
+    const ENDPOINT: Endpoint = Endpoint::Embeddings;
+    const PATH: &'static str = "/embeddings";
+    const ID_PREFIX: &'static str = "embd";
+    type Request = EmbeddingRequest;
+    type Response = EmbeddingResponse;
+    type Chunk = EmbeddingResponse;
+
+    /// A "stream" of embeddings is one chunk: the full reply.
+    fn fold(chunks: Vec<EmbeddingResponse>) -> Option<EmbeddingResponse> {
+        chunks.into_iter().last()
+    }
+
+    fn replay(response: &EmbeddingResponse) -> Vec<EmbeddingResponse> {
+        vec![response.clone()]
+    }
+
+    fn text_response(id: String, model: &str, _text: &str) -> EmbeddingResponse {
+        crate::endpoint::embeddings::empty_response(id, model)
+    }
+
+    fn entry(pipeline: &Pipeline) -> &Service<Self> {
+        pipeline.embeddings()
     }
 
     fn select(upstream: Arc<dyn Upstream>) -> Service<Self> {

@@ -27,7 +27,7 @@ pub struct UsageRecord {
     pub request_id: String,
     /// Unix seconds when the request arrived.
     pub ts: i64,
-    /// `chat` or `text_completion` (OpenTelemetry's `gen_ai.operation.name`).
+    /// `chat`, `text_completion` or `embeddings` (OpenTelemetry's `gen_ai.operation.name`).
     pub operation: String,
     pub model: String,
     pub key_id: String,

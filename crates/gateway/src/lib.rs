@@ -36,8 +36,8 @@ pub mod telemetry;
 pub mod usage;
 
 pub use api::{
-    reply_id, with_headers, Api, Backend, Call, CallResult, Chat, Completions, Endpoint, ExtraHeaders, Failure,
-    Outcome, Reply, ReplyStream, Service, Upstream,
+    reply_id, with_headers, Api, Backend, Call, CallResult, Chat, Completions, Embeddings, Endpoint, ExtraHeaders,
+    Failure, Outcome, Reply, ReplyStream, Service, Upstream,
 };
 pub use context::{BackendTimings, CallContext, Journal, LiveUsage, Principal};
 pub use endpoint::{ApiReply, ApiRequest};

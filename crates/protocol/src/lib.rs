@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod common;
 pub mod completion;
+pub mod embeddings;
 pub mod error;
 pub mod limits;
 mod logit_bias;

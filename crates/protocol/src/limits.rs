@@ -69,6 +69,18 @@ pub struct RequestLimits {
         arg(long = "limit-model-bytes", env = "SCONCE_LIMIT_MODEL_BYTES", value_name = "BYTES")
     )]
     pub max_model_bytes: usize,
+    /// Most inputs in one `/v1/embeddings` request.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long = "limit-embedding-inputs", env = "SCONCE_LIMIT_EMBEDDING_INPUTS", value_name = "N")
+    )]
+    pub max_embedding_inputs: usize,
+    /// Most tokens in one `/v1/embeddings` request, all inputs together.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long = "limit-embedding-tokens", env = "SCONCE_LIMIT_EMBEDDING_TOKENS", value_name = "N")
+    )]
+    pub max_embedding_tokens: usize,
 }
 
 impl Default for RequestLimits {
@@ -85,6 +97,8 @@ impl Default for RequestLimits {
             max_logprob_entries: 2_000_000,
             max_user_bytes: 256,
             max_model_bytes: 256,
+            max_embedding_inputs: 2048,
+            max_embedding_tokens: 262_144,
         }
     }
 }

@@ -14,6 +14,11 @@ pub struct ModelCard {
     /// Unknown for names routed to remote upstreams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_model_len: Option<usize>,
+    /// What a local model serves: `chat` or `embedding` (with its vector size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
     /// Sconce's extension on gateway-routed names: what the name routes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sconce: Option<ModelRoute>,
@@ -28,6 +33,8 @@ impl ModelCard {
             owned_by: "sconce".to_string(),
             root: root.to_string(),
             max_model_len: Some(max_model_len),
+            kind: None,
+            dimensions: None,
             sconce: None,
         }
     }

@@ -15,7 +15,7 @@ use crate::gateway::http as gateway_http;
 use crate::gateway::{admin, prompts};
 use crate::http::{method_not_allowed, route_not_found};
 use crate::request_id;
-use crate::routes::{chat, completions, health, models};
+use crate::routes::{chat, completions, embeddings, health, models};
 use crate::state::AppState;
 
 pub use crate::request_id::REQUEST_ID_HEADER;
@@ -43,6 +43,7 @@ pub fn routes() -> Vec<RouteEntry> {
     vec![
         (Method::POST, "/v1/chat/completions", Inference),
         (Method::POST, "/v1/completions", Inference),
+        (Method::POST, "/v1/embeddings", Inference),
         (Method::GET, "/v1/models", Model),
         (Method::GET, "/v1/models/{*id}", Model),
         (Method::POST, "/tokenize", Model),
@@ -69,6 +70,7 @@ fn handler(method: &Method, path: &str) -> Option<MethodRouter<AppState>> {
     Some(match (method.as_str(), path) {
         ("POST", "/v1/chat/completions") => on(filter, chat::chat_completions),
         ("POST", "/v1/completions") => on(filter, completions::completions),
+        ("POST", "/v1/embeddings") => on(filter, embeddings::embeddings),
         ("GET", "/v1/models") => on(filter, models::list_models),
         ("GET", "/v1/models/{*id}") => on(filter, models::get_model),
         ("POST", "/tokenize") => on(filter, models::tokenize),

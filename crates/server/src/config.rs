@@ -12,10 +12,12 @@ use anyhow::Context;
 use clap::{ArgAction, Args};
 use serde::{Deserialize, Serialize};
 
+mod models;
 mod overrides;
 
 use crate::conn::HttpLimits;
 
+pub use models::{ModelEntry, ModelKind};
 pub use overrides::Overrides;
 pub use sconce_engine::{
     ByteSize, DeviceSpec, EngineConfig, LoadFormat, LoadOptions, OnPanic, QuantizationMode, WeightDtype,
@@ -45,6 +47,17 @@ pub struct Config {
     /// The LLMOps layer: keys, limits, metering and the usage ledger (file only).
     #[arg(skip)]
     pub gateway: sconce_gateway::config::GatewayConfig,
+    /// Embedding models served beside the chat model (`[[models]]`); the flag, repeatable,
+    /// replaces the file's list.
+    #[arg(
+        long = "embedding-model",
+        env = "SCONCE_EMBEDDING_MODEL",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = ModelEntry::from_flag
+    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelEntry>,
 }
 
 /// The HTTP server.

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod embed;
 pub mod gateway;
 pub mod http;
 pub mod local;

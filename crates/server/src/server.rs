@@ -39,6 +39,7 @@ pub fn serve(
 /// Serves until `shutdown` resolves, then drains. Errors if the model fails to load.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state = AppState::new(settings(&config));
+    crate::gateway::semantic::check_embedding_model(&config.gateway, &config.models)?;
     crate::gateway::install(&state, &config.gateway).await.context("cannot start the gateway")?;
     crate::gateway::metrics::listen(&state).await?;
     let telemetry = crate::telemetry::start(&config.gateway).context("cannot start the OTLP exporter")?;
@@ -90,7 +91,7 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
     let started = std::time::Instant::now();
     tokio::select! {
         () = &mut shutdown => Ok(()),
-        loaded = Backend::launch(config) => {
+        loaded = async { load_embeddings(config, state).await?; Backend::launch(config).await } => {
             let backend = loaded.with_context(|| format!("cannot load the model `{}`", config.model.name))?;
             let info = backend.info();
             tracing::info!(
@@ -103,6 +104,15 @@ async fn load_then_wait(config: &Config, state: &AppState, shutdown: impl Future
             wait_shutdown_or_failure(&backend, shutdown).await
         }
     }
+}
+
+/// Loads the `[[models]]` embedding models, each with its batcher, before the chat model.
+pub async fn load_embeddings(config: &Config, state: &AppState) -> anyhow::Result<()> {
+    if config.models.is_empty() {
+        return Ok(());
+    }
+    let service = crate::embed::EmbeddingService::launch(&config.models, config.model.allow_hub).await?;
+    state.set_embeddings(service)
 }
 
 /// Waits for the shutdown signal; an engine failure ends the wait with an error, so the

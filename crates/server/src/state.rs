@@ -9,6 +9,7 @@ use sconce_protocol::{ApiError, RequestLimits};
 
 use crate::backend::Backend;
 use crate::conn::HttpLimits;
+use crate::embed::EmbeddingService;
 use crate::local::serving::Serving;
 use crate::local::LocalEngine;
 use crate::metrics::Metrics;
@@ -72,6 +73,15 @@ impl AppState {
             gateway.set_local_model(&backend.info().name, self.shared.serving.model_aliases());
         }
         self.shared.serving.set_backend(backend)
+    }
+
+    /// Makes the embedding models available. Only the first call counts.
+    pub fn set_embeddings(&self, service: Arc<EmbeddingService>) -> anyhow::Result<()> {
+        self.shared.serving.set_embeddings(service)
+    }
+
+    pub fn embeddings(&self) -> Option<Arc<EmbeddingService>> {
+        self.shared.serving.embeddings()
     }
 
     /// Turns the gateway on: its stages over the local engine. Only the first call counts.

@@ -8,12 +8,16 @@ mod common;
 use common::gateway::{GatewayServer, TestDb, ADMIN};
 use common::MODEL;
 use sconce_server::app::{routes, RouteKind};
+use sconce_server::config::{Config, ModelEntry};
 use serde_json::{json, Value};
 
-/// Requests the engine finished, from `/metrics`.
+const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
+/// Requests the engine or an embedding model finished, from `/metrics`.
 async fn engine_finished(server: &GatewayServer) -> f64 {
     let text = server.request(reqwest::Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
-    let lines = text.lines().filter(|line| line.starts_with("sconce:request_success_total"));
+    let counted = ["sconce:request_success_total", "sconce_embedding_requests_total"];
+    let lines = text.lines().filter(|line| counted.iter().any(|name| line.starts_with(name)));
     lines.filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
@@ -26,17 +30,19 @@ fn concrete(pattern: &str) -> String {
     pattern.replace("{*id}", MODEL).replace("{id}", "x").replace("{name}", "x").replace("{label}", "x")
 }
 
-/// Bodies that one or the other generating endpoint accepts.
-fn bodies() -> [Value; 2] {
+/// Bodies that one or another inference endpoint accepts.
+fn bodies() -> [Value; 3] {
     let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
     let completion = json!({"model": MODEL, "prompt": "hi", "max_tokens": 2});
-    [chat, completion]
+    let embedding = json!({"model": EMBEDDING_MODEL, "input": ["hi", "there"]});
+    [chat, completion, embedding]
 }
 
 #[tokio::test]
 async fn every_route_that_generates_passes_the_stage_stack() {
     let db = TestDb::sqlite();
-    let server = GatewayServer::start(db.config()).await;
+    let with_embeddings = |config: &mut Config| config.models = vec![ModelEntry::embedding(EMBEDDING_MODEL)];
+    let server = GatewayServer::start_with(db.config(), with_embeddings).await;
     let mut generating_routes = 0;
     for (method, pattern, kind) in routes() {
         let path = concrete(pattern);
@@ -61,6 +67,6 @@ async fn every_route_that_generates_passes_the_stage_stack() {
             assert_eq!(generated, 0.0, "{method} {path} is no inference route but generated");
         }
     }
-    assert!(generating_routes >= 2, "chat and completions at least");
+    assert!(generating_routes >= 3, "chat, completions and embeddings at least");
     server.close().await;
 }

@@ -66,6 +66,7 @@ macro_rules! common_request_fields {
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 
 use std::fmt::Debug;
 

@@ -30,6 +30,9 @@ pub struct SemanticCacheConfig {
     /// Keeps each team's answers to itself.
     pub partition_by_team: bool,
     pub backend: SemanticBackendKind,
+    /// The served embedding model that embeds the questions; none: the first one served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
 }
 
 impl Default for SemanticCacheConfig {
@@ -42,6 +45,7 @@ impl Default for SemanticCacheConfig {
             models: Vec::new(),
             partition_by_team: true,
             backend: SemanticBackendKind::Memory,
+            embedding_model: None,
         }
     }
 }

@@ -12,7 +12,15 @@ use crate::catalog::HubSource;
 const CONFIG: &str = "config.json";
 const SINGLE_WEIGHTS: &str = "model.safetensors";
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
-const OPTIONAL_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "generation_config.json"];
+/// Fetched when present; the last three are sentence-transformers' pooling and limits.
+const OPTIONAL_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "modules.json",
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+];
 
 fn hub_err(hub: &HubSource, reason: impl ToString) -> FetchError {
     FetchError::Hub { model: hub.repo.clone(), reason: reason.to_string() }

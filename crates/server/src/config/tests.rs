@@ -154,11 +154,31 @@ fn shipped_config_file_documents_every_key() {
     full.model.model_config = Some("x".into());
     full.engine.kv_cache_memory = Some(ByteSize(1));
     full.engine.max_model_len = Some(1);
+    let mut entry = ModelEntry::embedding("x");
+    entry.served_model_name = Some("x".into());
+    full.models = vec![entry];
     let printed: toml::Table = toml::from_str(&full.to_toml().unwrap()).unwrap();
     for (section, keys) in printed {
         assert!(shipped.contains(&format!("[{section}]")), "missing [{section}]");
-        for key in keys.as_table().unwrap().keys() {
+        let table = match keys {
+            toml::Value::Array(entries) => entries[0].as_table().unwrap().clone(),
+            other => other.as_table().unwrap().clone(),
+        };
+        for key in table.keys() {
             assert!(shipped.contains(&format!("{key} = ")), "config/sconce.toml lacks `{key}`");
         }
     }
+}
+
+#[test]
+fn embedding_models_come_from_the_file_or_the_repeatable_flag() {
+    let from_file = Config::from_toml("[[models]]\nname = \"all-minilm-l6-v2\"\nkind = \"embedding\"\n").unwrap();
+    assert_eq!(from_file.models, vec![ModelEntry::embedding("all-minilm-l6-v2")]);
+    let mut config = from_file.clone();
+    flags(&["--embedding-model", "a", "--embedding-model", "b"]).apply(&mut config).unwrap();
+    let names: Vec<&str> = config.models.iter().map(|entry| entry.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(error_of("[[models]]\nname = \"m\"\nkind = \"embedding\"\nmax_batch = 1\n").contains("max_batch"));
+    let printed = config.to_toml().unwrap();
+    assert_eq!(Config::from_toml(&printed).unwrap(), config);
 }

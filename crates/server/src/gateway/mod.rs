@@ -11,6 +11,7 @@ pub mod admin;
 pub mod http;
 pub mod metrics;
 pub mod prompts;
+pub mod semantic;
 
 /// Opens the gateway (when `[gateway] enabled`) and installs its stages on `state`.
 pub async fn install(state: &AppState, config: &sconce_gateway::config::GatewayConfig) -> anyhow::Result<()> {
@@ -28,6 +29,8 @@ pub async fn install_with_admin(
 ) -> anyhow::Result<()> {
     config.check_admin_key(admin_key.as_deref())?;
     let gateway: Arc<Gateway> = Gateway::open(config.clone(), admin_key).await?;
+    let embedder = semantic::ServedEmbedder::new(state.clone(), config.semantic_cache.embedding_model.clone());
+    gateway.set_embedder(embedder).await?;
     if admin_key_missing(config, &gateway) {
         tracing::warn!(variable = config.admin_key_variable(), "no admin key: the admin endpoints are closed");
     }

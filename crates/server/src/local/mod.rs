@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod completions;
 pub mod deltas;
+pub mod embeddings;
 pub mod serving;
 pub mod spec;
 pub mod stream;

@@ -9,6 +9,7 @@ use sconce_protocol::{ApiError, RequestLimits};
 use tokio::sync::Notify;
 
 use crate::backend::Backend;
+use crate::embed::EmbeddingService;
 use crate::metrics::Metrics;
 
 pub struct Loaded {
@@ -23,6 +24,8 @@ pub struct Serving {
     vllm_compat_metrics: bool,
     limits: RequestLimits,
     loaded: OnceLock<Loaded>,
+    /// The embedding models, once loaded (none configured: never set).
+    embeddings: OnceLock<Arc<EmbeddingService>>,
     draining: AtomicBool,
     in_flight: AtomicUsize,
     /// Ids of the requests generating now: a client's `x-request-id` may not run twice at once.
@@ -37,6 +40,7 @@ impl Serving {
             vllm_compat_metrics,
             limits,
             loaded: OnceLock::new(),
+            embeddings: OnceLock::new(),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             ids: Mutex::default(),
@@ -52,6 +56,18 @@ impl Serving {
             anyhow::bail!("the model is already loaded");
         }
         Ok(())
+    }
+
+    /// Makes the embedding models available; only the first call counts.
+    pub fn set_embeddings(&self, service: Arc<EmbeddingService>) -> anyhow::Result<()> {
+        if self.embeddings.set(service).is_err() {
+            anyhow::bail!("the embedding models are already loaded");
+        }
+        Ok(())
+    }
+
+    pub fn embeddings(&self) -> Option<Arc<EmbeddingService>> {
+        self.embeddings.get().cloned()
     }
 
     /// How much one request may ask for.
@@ -89,6 +105,10 @@ impl Serving {
             None => Ok(()),
             Some(name) if name == backend.info().name => Ok(()),
             Some(name) if self.model_aliases.iter().any(|alias| alias == name) => Ok(()),
+            Some(name) if self.embeddings().is_some_and(|service| service.find(Some(name)).is_some()) => {
+                let message = format!("`{name}` is an embedding model: send it to POST /v1/embeddings");
+                Err(ApiError::invalid_param("model", message))
+            }
             Some(name) => Err(ApiError::model_not_found(name)),
         }
     }

@@ -144,6 +144,8 @@ mod tests {
         max_logprob_entries: 10_000,
         max_user_bytes: 256,
         max_model_bytes: 256,
+        max_embedding_inputs: 2048,
+        max_embedding_tokens: 262_144,
     };
 
     fn info(max_model_len: usize) -> ModelInfo {

@@ -59,6 +59,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpErro
         }
         _ => String::new(),
     };
+    let text = match state.embeddings() {
+        Some(service) => text + &service.metrics().render().map_err(|e| ApiError::internal(e.to_string()))?,
+        None => text,
+    };
     let text = match state.gateway() {
         Some(gateway) => text + &gateway.render_metrics().map_err(|e| ApiError::internal(e.to_string()))?,
         None => text,

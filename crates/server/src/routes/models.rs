@@ -1,5 +1,7 @@
 //! `GET /v1/models`, `GET /v1/models/{id}`, `POST /tokenize` and `POST /detokenize`.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::Json;
 use sconce_gateway::route::catalog::ServedName;
@@ -8,13 +10,29 @@ use sconce_protocol::tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeR
 use sconce_protocol::ApiError;
 
 use crate::backend::Backend;
+use crate::config::ModelKind;
+use crate::embed::Embedder;
 use crate::http::{ApiJson, HttpError};
 use crate::state::AppState;
 
 fn card(state: &AppState, backend: &Backend) -> ModelCard {
     let info = backend.info();
     let root = state.settings().model_aliases.first().map_or(info.name.as_str(), String::as_str);
-    ModelCard::new(&info.name, root, state.started(), info.max_model_len)
+    let mut card = ModelCard::new(&info.name, root, state.started(), info.max_model_len);
+    card.kind = Some(ModelKind::Chat.as_str().into());
+    card
+}
+
+/// The embedding models' cards.
+fn embedding_cards(state: &AppState) -> Vec<ModelCard> {
+    let Some(service) = state.embeddings() else { return Vec::new() };
+    let card = |model: &Arc<Embedder>| {
+        let mut card = ModelCard::new(&model.name, &model.source, state.started(), model.max_tokens);
+        card.kind = Some(ModelKind::Embedding.as_str().into());
+        card.dimensions = Some(model.dimensions);
+        card
+    };
+    service.models().iter().map(card).collect()
 }
 
 /// A card for a name the gateway routes: a group, an alias or `auto`.
@@ -44,20 +62,26 @@ fn loading() -> ApiError {
     ApiError::unavailable("the model is still loading")
 }
 
-/// The local model, then the routed names (a group shadows a local model of its name).
+/// The local model, the embedding models, then the routed names (a group shadows a local
+/// model of its name).
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, HttpError> {
     let routed = routed_cards(&state);
     let local = state.backend().map(|backend| card(&state, backend));
     if local.is_none() && routed.is_empty() {
         return Err(loading().into());
     }
-    let local = local.filter(|card| routed.iter().all(|r| r.id != card.id));
-    Ok(Json(ModelList::new(local.into_iter().chain(routed).collect())))
+    let local = local.into_iter().chain(embedding_cards(&state));
+    let mut cards: Vec<ModelCard> = local.filter(|card| routed.iter().all(|r| r.id != card.id)).collect();
+    cards.extend(routed);
+    Ok(Json(ModelList::new(cards)))
 }
 
 pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelCard>, HttpError> {
     if let Some(routed) = routed_cards(&state).into_iter().find(|card| card.id == id) {
         return Ok(Json(routed));
+    }
+    if let Some(embedding) = embedding_cards(&state).into_iter().find(|card| card.id == id) {
+        return Ok(Json(embedding));
     }
     let backend = state.backend().ok_or_else(loading)?;
     state.check_model(backend, Some(&id))?;

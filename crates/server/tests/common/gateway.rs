@@ -6,6 +6,7 @@ use std::time::Duration;
 use sconce_gateway::config::GatewayConfig;
 use sconce_gateway::ledger::UsageRecord;
 use sconce_server::backend::Backend;
+use sconce_server::config::Config;
 use sconce_server::{gateway, server, AppState};
 use tokio::net::TcpListener;
 
@@ -22,9 +23,16 @@ pub struct GatewayServer {
 
 impl GatewayServer {
     pub async fn start(gateway_config: GatewayConfig) -> Self {
-        let config = tiny_config();
+        Self::start_with(gateway_config, |_| {}).await
+    }
+
+    /// As [`GatewayServer::start`], with the server config adjusted first.
+    pub async fn start_with(gateway_config: GatewayConfig, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = tiny_config();
+        configure(&mut config);
         let state = AppState::new(server::settings(&config));
         gateway::install_with_admin(&state, &gateway_config, Some(ADMIN.into())).await.unwrap();
+        server::load_embeddings(&config, &state).await.unwrap();
         state.set_backend(Backend::launch(&config).await.unwrap()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

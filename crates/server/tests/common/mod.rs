@@ -48,6 +48,7 @@ impl TestServer {
         let mut config = tiny_config();
         configure(&mut config);
         let state = AppState::new(server::settings(&config));
+        server::load_embeddings(&config, &state).await.expect("the embedding models load");
         let backend = Backend::launch(&config).await.expect("the tiny model loads");
         state.set_backend(backend).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
