@@ -44,13 +44,14 @@ struct Answer {
 }
 
 async fn ask(server: &GatewayServer, key: &str, question: &str, stream: bool) -> Answer {
-    ask_with(server, key, question, stream, "").await
+    ask_at(&server.base, key, question, stream, "").await
 }
 
-/// `cache_control` e.g. `no-store`: a miss is not stored.
-async fn ask_with(server: &GatewayServer, key: &str, question: &str, stream: bool, cache_control: &str) -> Answer {
+/// Asks the server at `base`; `cache_control` e.g. `no-store`: a miss is not stored.
+async fn ask_at(base: &str, key: &str, question: &str, stream: bool, cache_control: &str) -> Answer {
     let body = json!({"messages": user_messages(question), "max_tokens": 12, "temperature": 0, "stream": stream});
-    let mut request = server.request(reqwest::Method::POST, "/v1/chat/completions", Some(key)).json(&body);
+    let request = reqwest::Client::new().post(format!("{base}/v1/chat/completions")).bearer_auth(key);
+    let mut request = request.json(&body);
     if !cache_control.is_empty() {
         request = request.header("cache-control", cache_control);
     }
@@ -116,17 +117,36 @@ async fn a_paraphrase_is_a_hit_and_unrelated_questions_and_other_teams_miss() {
     server.close().await;
 }
 
-#[tokio::test]
-async fn a_second_server_sharing_postgres_serves_the_first_ones_entry() {
+/// Read by the second server process as its admin key (`admin_key_env`).
+const ADMIN_ENV: &str = "SCONCE_TEST_SEMANTIC_ADMIN_KEY";
+
+/// `sconce serve` in its own process over the same Postgres database, semantic cache shared.
+fn second_process(db: &TestDb) -> common::ServeProcess {
+    let url = db.config().database_url.unwrap();
+    let toml = format!(
+        "[gateway]\nenabled = true\nadmin_key_env = {ADMIN_ENV:?}\ndata_dir = {:?}\ndatabase_url = {url:?}\n\
+         [gateway.semantic_cache]\nenabled = true\nthreshold = {THRESHOLD}\nbackend = \"postgres\"\n\
+         [[models]]\nname = {MINILM:?}\nkind = \"embedding\"\n",
+        db.dir.path().to_str().unwrap()
+    );
+    let config = db.dir.path().join("second.toml");
+    std::fs::write(&config, toml).unwrap();
+    std::env::set_var(ADMIN_ENV, ADMIN);
+    common::spawn_serve(common::MODEL, &config, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_process_sharing_postgres_serves_the_first_ones_entry() {
     let Some(db) = TestDb::postgres().await else { return };
     let first = start(&db, SemanticBackendKind::Postgres).await;
-    let second = start(&db, SemanticBackendKind::Postgres).await;
+    let second = second_process(&db);
+    common::wait_ready(&first.client, &second.base).await;
     let asked = ask(&first, ADMIN, QUESTION, false).await;
     assert_eq!(asked.cache, "miss");
     let stored = Instant::now();
     loop {
         // no-store: the second server's own misses must not become the hit.
-        let answer = ask_with(&second, ADMIN, PARAPHRASE, false, "no-store").await;
+        let answer = ask_at(&second.base, ADMIN, PARAPHRASE, false, "no-store").await;
         if answer.cache == "semantic-hit" {
             assert_eq!(answer.content, asked.content);
             break;
@@ -134,7 +154,7 @@ async fn a_second_server_sharing_postgres_serves_the_first_ones_entry() {
         assert!(stored.elapsed() < Duration::from_secs(1), "the second server has no hit after 1 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(second);
     first.close().await;
-    second.close().await;
     db.remove().await;
 }
