@@ -12,6 +12,7 @@ use common::gateway::{GatewayServer, TestDb, ADMIN};
 use common::MODEL;
 use futures_util::StreamExt;
 use sconce_gateway::config::{BudgetPeriod, GatewayConfig, Price};
+use sconce_server::config::Config;
 use serde_json::{json, Value};
 
 /// Cached tokens cost as much as others, so a request's cost does not depend on the cache.
@@ -72,7 +73,10 @@ async fn wait_for_spend(server: &GatewayServer, key_id: &str, amount: f64) -> f6
 #[tokio::test]
 async fn a_stream_dropped_after_150_of_200_tokens_is_billed_for_what_ran() {
     let db = TestDb::sqlite();
-    let server = GatewayServer::start(priced(db.config())).await;
+    // 3 ms per engine step (the test-only fault hook): the client hangs up after 150 tokens,
+    // well before the 200th, however fast the machine.
+    let slow_steps = |config: &mut Config| config.engine.fault_inject = Some("step_delay_ms:3".into());
+    let server = GatewayServer::start_with(priced(db.config()), slow_steps).await;
     let limits = json!({"alias": "hangup", "team": "t", "tpm_limit": 1200, "max_budget": 1.0, "budget_period": "day"});
     let (key_id, key) = create_key(&server, limits).await;
     let probe = json!({"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 1, "ignore_eos": true});
