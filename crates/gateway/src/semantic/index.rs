@@ -179,8 +179,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `vector` scaled to unit length (unchanged when it is all zeros).
-pub fn normalized(mut vector: Vec<f32>) -> Vec<f32> {
+/// `vector` scaled to unit length (unchanged when it is all zeros); what tests' embedders return.
+#[cfg(test)]
+pub(crate) fn normalized(mut vector: Vec<f32>) -> Vec<f32> {
     let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         vector.iter_mut().for_each(|x| *x /= norm);

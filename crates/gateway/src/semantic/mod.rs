@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use crate::api::Api;
 use crate::error::GatewayError;
 pub use config::{SemanticBackendKind, SemanticCacheConfig};
-use index::{normalized, Entry, Index, Neighbour};
+use index::{Entry, Index, Neighbour};
 use metrics::SemanticMetrics;
 use partition::LookupKey;
 use shared::SharedEntries;
@@ -87,10 +87,10 @@ impl SemanticCache {
         self.index.is_empty()
     }
 
-    /// The text's unit vector; none (a miss) when the embedder fails.
+    /// The text's unit vector (the embedder's contract); none (a miss) when the embedder fails.
     async fn embed(&self, text: &str) -> Option<Vec<f32>> {
         match self.embedder.embed(vec![text.to_string()]).await {
-            Ok(vectors) => vectors.into_iter().next().map(normalized),
+            Ok(vectors) => vectors.into_iter().next(),
             Err(error) => {
                 tracing::warn!(%error, "semantic cache: embedding failed, treated as a miss");
                 None

@@ -29,6 +29,7 @@ pub struct Embedder {
     pub vocab_size: usize,
     tokenizer: Arc<Tokenizer>,
     queue: Queue,
+    metrics: Arc<EmbeddingMetrics>,
 }
 
 impl Embedder {
@@ -49,9 +50,12 @@ impl Embedder {
         Ok(kept)
     }
 
-    /// Vectors for token inputs, in order, through the batcher.
+    /// Vectors for token inputs, in order, through the batcher; counted in the metrics.
     pub async fn embed_tokens(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ApiError> {
-        self.queue.embed(inputs).await
+        let tokens = inputs.iter().map(Vec::len).sum();
+        let vectors = self.queue.embed(inputs).await?;
+        self.metrics.observe_request(&self.name, tokens);
+        Ok(vectors)
     }
 
     /// Inputs waiting or running in this model's batcher.
@@ -94,6 +98,7 @@ impl EmbeddingService {
         &self.models
     }
 
+    /// The series of every model, for `/metrics`.
     pub fn metrics(&self) -> &EmbeddingMetrics {
         &self.metrics
     }
@@ -112,9 +117,7 @@ impl EmbeddingService {
             let model = service.find(model.as_deref()).ok_or_else(missing)?;
             let inputs: Vec<Vec<u32>> =
                 texts.iter().map(|text| model.tokenize_truncated(text, model.max_tokens)).collect::<Result<_, _>>()?;
-            let tokens = inputs.iter().map(Vec::len).sum();
             let vectors = model.embed_tokens(inputs).await?;
-            service.metrics.observe_request(&model.name, tokens);
             Ok(vectors.into_iter().map(unit).collect())
         })
     }
@@ -133,9 +136,9 @@ fn load_one(entry: &ModelEntry, allow_hub: bool, metrics: Arc<EmbeddingMetrics>)
         max_queued_inputs: entry.max_queued_inputs,
     };
     tracing::info!(model = %name, dimensions, max_tokens, "embedding model ready");
-    let queue = batcher::start(model.encoder, limits, metrics, name.clone());
+    let queue = batcher::start(model.encoder, limits, metrics.clone(), name.clone());
     let source = entry.name.clone();
-    Ok(Embedder { name, source, dimensions, max_tokens, vocab_size, tokenizer: model.tokenizer, queue })
+    Ok(Embedder { name, source, dimensions, max_tokens, vocab_size, tokenizer: model.tokenizer, queue, metrics })
 }
 
 /// `vector` scaled to length 1 (a zero vector stays zero).

@@ -14,7 +14,7 @@ use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::serving::Serving;
 use super::LocalEngine;
-use crate::embed::{Embedder, EmbeddingService};
+use crate::embed::Embedder;
 
 impl Backend<Embeddings> for LocalEngine {
     fn call(&self, call: Call<Embeddings>) -> BoxFuture<'static, CallResult<Embeddings>> {
@@ -33,14 +33,16 @@ async fn embed(serving: Arc<Serving>, call: Call<Embeddings>) -> Result<Embeddin
     }
     let Call { request, ctx } = call;
     let service = serving.embeddings().ok_or_else(|| no_embedding_model(&serving, request.model.as_deref()))?;
-    let model = pick_model(&serving, &service, request.model.as_deref())?.clone();
+    let model = service
+        .find(request.model.as_deref())
+        .ok_or_else(|| no_embedding_model(&serving, request.model.as_deref()))?
+        .clone();
     request.validate(serving.limits())?;
     check_dimensions(&model, request.dimensions)?;
     let _in_flight = serving.track(&ctx.request_id)?;
     let inputs = tokenize(&model, &request, serving.limits())?;
     let prompt_tokens: usize = inputs.iter().map(Vec::len).sum();
     let vectors = model.embed_tokens(inputs).await?;
-    service.metrics().observe_request(&model.name, prompt_tokens);
     let format = request.format();
     let data = vectors
         .into_iter()
@@ -62,14 +64,6 @@ async fn embed(serving: Arc<Serving>, call: Call<Embeddings>) -> Result<Embeddin
 }
 
 /// 404 for a name nobody serves; a 400 that says so when it names the chat model.
-fn pick_model<'a>(
-    serving: &Serving,
-    service: &'a EmbeddingService,
-    name: Option<&str>,
-) -> Result<&'a Arc<Embedder>, ApiError> {
-    service.find(name).ok_or_else(|| no_embedding_model(serving, name))
-}
-
 fn no_embedding_model(serving: &Serving, name: Option<&str>) -> ApiError {
     let chat_model = serving.loaded().map(|loaded| loaded.backend.info().name.clone());
     match name {
