@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::constrain::Constraint;
+
 /// Sampling and stopping parameters for one request (OpenAI + vLLM extras).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -30,6 +32,8 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
     pub skip_special_tokens: bool,
     pub include_stop_str_in_output: bool,
+    /// A compiled grammar the output must follow (see [`crate::Grammars::compile`]).
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for SamplingParams {
@@ -54,6 +58,7 @@ impl Default for SamplingParams {
             ignore_eos: false,
             skip_special_tokens: true,
             include_stop_str_in_output: false,
+            constraint: None,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct EngineConfig {
     /// start over with an empty KV cache, keeping the loaded weights).
     #[arg(long = "engine-on-panic", env = "SCONCE_ENGINE_ON_PANIC", value_enum)]
     pub on_panic: OnPanic,
+    /// Largest constraint a request may send (a JSON schema, regex, choice list or grammar), in bytes.
+    #[arg(long, env = "SCONCE_MAX_GRAMMAR_BYTES")]
+    pub max_grammar_bytes: usize,
     /// Test hook: injected faults (see `FaultPlan`), e.g. `panic_at_step:3`.
     #[arg(skip)]
     #[serde(skip)]
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             max_model_len: None,
             on_panic: OnPanic::Exit,
+            max_grammar_bytes: 64 << 10,
             fault_inject: None,
             capture_logits: false,
         }

@@ -1,14 +1,15 @@
 //! The engine core: `schedule → execute → update`, one step at a time, on the caller's thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sconce_modeling::LoadedModel;
 use sconce_text::Tokenizer;
 
 use crate::api::{Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, TokenLogprob, Usage};
 use crate::config::{EngineConfig, OnPanic};
+use crate::constrain::{compute_masks, Advance, Grammars, SequenceConstraint};
 use crate::fault::FaultPlan;
 use crate::kv::KvCacheManager;
 use crate::output::{Choice, ChoiceInit, DeltaSink, TokenContext};
@@ -50,6 +51,8 @@ pub struct Engine {
     on_panic: OnPanic,
     /// Test-only faults (`SCONCE_FAULT_INJECT`); none in normal runs.
     fault: FaultPlan,
+    /// Compiles constraints for this model's tokenizer (shared with the handle).
+    grammars: Arc<Grammars>,
 }
 
 impl Engine {
@@ -76,6 +79,12 @@ impl Engine {
         let runner = ModelRunner::new(model.decoder, num_blocks, config.block_size)
             .map_err(|e| EngineError::Load(e.to_string()))?;
         let kv = KvCacheManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
+        let grammars = Arc::new(Grammars::new(
+            &model.tokenizer,
+            &model.eos_token_ids,
+            model_config.vocab_size,
+            config.max_grammar_bytes,
+        ));
         let sched_config = SchedulerConfig {
             max_num_seqs: config.max_num_seqs,
             max_num_batched_tokens: config.max_num_batched_tokens,
@@ -100,6 +109,7 @@ impl Engine {
             steps: 0,
             on_panic: config.on_panic,
             fault: FaultPlan::from_config_or_env(config.fault_inject.as_deref()),
+            grammars,
         })
     }
 
@@ -110,6 +120,11 @@ impl Engine {
     /// Replaces the injected faults (tests).
     pub fn set_fault_plan(&mut self, plan: FaultPlan) {
         self.fault = plan;
+    }
+
+    /// The constraint compiler (compile off the engine thread, then submit).
+    pub fn grammars(&self) -> Arc<Grammars> {
+        self.grammars.clone()
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -233,7 +248,9 @@ impl Engine {
             |seq, chunk| wants_prompt_logprobs(seq.key) && chunk.start < seq.prompt_len,
         );
         let rows = batch.chunk_rows.clone();
-        let logits = self.runner.execute(batch).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let sampling: HashSet<SeqKey> =
+            plan.chunks.iter().zip(&rows).filter(|(_, rows)| rows.samples).map(|(chunk, _)| chunk.key).collect();
+        let logits = self.execute_with_masks(batch, &sampling).map_err(|e| EngineError::Internal(e.to_string()))?;
         let vocab = logits.dim(1).map_err(|e| EngineError::Internal(e.to_string()))?;
         let mut logits: Vec<f32> =
             logits.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -253,6 +270,32 @@ impl Engine {
         }
         self.prompt_tokens_total += plan.chunks.iter().map(|c| self.prompt_part(c)).sum::<usize>() as u64;
         Ok(outcome)
+    }
+
+    /// Runs the forward pass while the constrained sequences that sample this step compute
+    /// their masks on the pool's other threads.
+    fn execute_with_masks(&mut self, batch: BatchPlan, sampling: &HashSet<SeqKey>) -> candle_core::Result<candle_core::Tensor> {
+        let jobs: Vec<&mut SequenceConstraint> = self
+            .choices
+            .iter_mut()
+            .filter(|(key, _)| sampling.contains(key))
+            .filter_map(|(_, choice)| choice.constraint.as_mut())
+            .collect();
+        if jobs.is_empty() {
+            return self.runner.execute(batch);
+        }
+        let stats = self.grammars.stats();
+        let runner = &self.runner;
+        let mut logits = None;
+        let (mut forward, mut masks) = (Duration::ZERO, Duration::ZERO);
+        rayon::in_place_scope(|scope| {
+            scope.spawn(|_| masks = compute_masks(jobs, &stats));
+            let started = Instant::now();
+            logits = Some(runner.execute(batch));
+            forward = started.elapsed();
+        });
+        stats.note_step(forward, masks);
+        logits.unwrap_or_else(|| Err(candle_core::Error::Msg("the forward pass did not run".into())))
     }
 
     fn prompt_part(&self, chunk: &ScheduledChunk) -> usize {
@@ -281,7 +324,11 @@ impl Engine {
         let captured = self.capture_logits.then(|| logits.to_vec());
         let num_generated = self.scheduler.get(key)?.num_generated();
         let choice = self.choices.get_mut(&key)?;
-        let sampled = choice.sampler.sample(logits, num_generated, &self.eos_ids);
+        let sampled = choice.sampler.sample_constrained(logits, num_generated, &self.eos_ids, choice.constraint.as_mut());
+        let grammar = choice.constraint.as_mut().map(|constraint| constraint.advance(sampled.token));
+        if grammar == Some(Advance::Failed) {
+            tracing::warn!(request = %choice.request_id, token = sampled.token, "the constraint refused a sampled token");
+        }
         self.scheduler.append_token(key, sampled.token);
         self.generation_tokens_total += 1;
         let seq = self.scheduler.get(key)?;
@@ -292,6 +339,7 @@ impl Engine {
             total_len: seq.tokens.len(),
             max_model_len: self.info.max_model_len,
             eos_ids: &self.eos_ids,
+            grammar_complete: matches!(grammar, Some(Advance::Complete | Advance::Failed)),
         };
         let delta = choice.on_token(ctx);
         let record = SampledToken {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use sconce_modeling::LoadedModel;
+use sconce_text::tool_calls::ToolCallParser;
 use sconce_text::{ChatMessage, ChatTemplate, ContentSpecials, TextError, Tokenizer};
 
 /// What a caller needs to turn text into prompt tokens and tokens back into text.
@@ -14,6 +15,8 @@ pub struct ModelFrontend {
     pub eos_token_ids: Vec<u32>,
     /// How special-token strings in message contents are read.
     pub content_specials: ContentSpecials,
+    /// How tool calls are written and read (`[model] tool_call_parser`).
+    pub tool_call_parser: ToolCallParser,
 }
 
 impl ModelFrontend {
@@ -24,6 +27,7 @@ impl ModelFrontend {
             chat_template: model.chat_template.clone(),
             eos_token_ids: model.eos_token_ids.clone(),
             content_specials: ContentSpecials::Text,
+            tool_call_parser: ToolCallParser::Auto,
         }
     }
 
@@ -34,8 +38,14 @@ impl ModelFrontend {
 
     /// Renders `messages` with the chat template and tokenizes them (the template writes BOS);
     /// special-token strings in the contents are read as `content_specials` says.
-    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, TextError> {
+    /// `context` adds template variables such as `tools`.
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u32>, TextError> {
         let (template, tokenizer) = (&self.chat_template, &self.tokenizer);
-        sconce_text::encode_chat(template, tokenizer, messages, add_generation_prompt, self.content_specials)
+        sconce_text::encode_chat(template, tokenizer, messages, add_generation_prompt, self.content_specials, context)
     }
 }

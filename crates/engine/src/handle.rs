@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::api::{Delta, EngineError, EngineStats, GenerateRequest, ModelInfo};
 use crate::config::OnPanic;
+use crate::constrain::Grammars;
 use crate::engine::Engine;
 use crate::output::DeltaSink;
 use crate::validate::validate_request;
@@ -59,6 +60,7 @@ struct Inner {
     shared: Arc<Shared>,
     info: ModelInfo,
     max_waiting: usize,
+    grammars: Arc<Grammars>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -83,6 +85,7 @@ impl EngineHandle {
             shared: shared.clone(),
             info: engine.model_info().clone(),
             max_waiting,
+            grammars: engine.grammars(),
             thread: Mutex::new(None),
         };
         // The loop runs on a worker of its own compute pool, so parallel kernels split work with
@@ -99,6 +102,11 @@ impl EngineHandle {
             *slot = Some(thread);
         }
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Compiles constraints for this model (on the caller's thread, not the engine's).
+    pub fn grammars(&self) -> &Arc<Grammars> {
+        &self.inner.grammars
     }
 
     /// Validates and enqueues; the stream yields the request's deltas.

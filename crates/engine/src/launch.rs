@@ -62,6 +62,7 @@ pub fn launch(load: &LoadOptions, config: EngineConfig) -> Result<(EngineHandle,
     if load.parse_special_in_content {
         frontend.content_specials = sconce_text::ContentSpecials::Parse;
     }
+    frontend.tool_call_parser = load.tool_call_parser;
     let max_waiting = config.max_waiting_requests;
     let engine = Engine::new(loaded, &config)?;
     Ok((EngineHandle::spawn(engine, max_waiting)?, frontend))

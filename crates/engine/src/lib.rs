@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+pub mod constrain;
 mod engine;
 mod fault;
 mod frontend;
@@ -20,6 +21,7 @@ mod size;
 mod validate;
 
 pub use api::*;
+pub use constrain::{Constraint, GrammarSpec, Grammars, MaskStatsSnapshot};
 pub use config::{available_memory, EngineConfig, OnPanic};
 pub use engine::{Engine, SampledToken, StepOutcome};
 pub use fault::{FaultPlan, FAULT_INJECT_VAR};

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use candle_core::DType;
 use clap::{ArgAction, Args, ValueEnum};
 use sconce_modeling::Quantization;
+use sconce_text::tool_calls::ToolCallParser;
 use serde::{Deserialize, Serialize};
 
 /// Which model and how to load it. Each flag also reads its `SCONCE_*` variable; fields without
@@ -46,6 +47,11 @@ pub struct LoadOptions {
     /// behaviour); by default they are plain text and only the template's markers are special.
     #[arg(long, env = "SCONCE_PARSE_SPECIAL_IN_CONTENT", action = ArgAction::Set, value_name = "BOOL")]
     pub parse_special_in_content: bool,
+    /// How tool calls are written and read: `auto` (from the chat template; Sconce's Hermes
+    /// tool prompt when the template has none), `hermes`, `llama3_json`, `mistral`, or `none`
+    /// (refuse `tools`).
+    #[arg(long, env = "SCONCE_TOOL_CALL_PARSER", value_parser = clap::value_parser!(ToolCallParser))]
+    pub tool_call_parser: ToolCallParser,
 }
 
 impl Default for LoadOptions {
@@ -61,6 +67,7 @@ impl Default for LoadOptions {
             model_config: None,
             unfused: false,
             parse_special_in_content: false,
+            tool_call_parser: ToolCallParser::Auto,
         }
     }
 }

@@ -7,6 +7,7 @@ use sconce_text::{IncrementalDetokenizer, StopMatcher, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{Delta, FinishReason, RequestTimings, SamplingParams, TokenLogprob, Usage};
+use crate::constrain::SequenceConstraint;
 use crate::sample::SequenceSampler;
 
 /// Where a request's deltas go.
@@ -41,6 +42,8 @@ pub struct Choice {
     pub index: usize,
     pub params: Arc<SamplingParams>,
     pub sampler: SequenceSampler,
+    /// The grammar this choice's output follows, if any.
+    pub constraint: Option<SequenceConstraint>,
     detokenizer: IncrementalDetokenizer,
     stops: StopMatcher,
     pub sink: DeltaSink,
@@ -67,6 +70,8 @@ pub struct TokenContext<'a> {
     pub total_len: usize,
     pub max_model_len: usize,
     pub eos_ids: &'a [u32],
+    /// The constraint's grammar is complete (nothing but the end may follow).
+    pub grammar_complete: bool,
 }
 
 impl Choice {
@@ -77,6 +82,7 @@ impl Choice {
             request_id: init.request_id.to_string(),
             index,
             sampler: SequenceSampler::new(&params, seed, init.prompt),
+            constraint: params.constraint.as_ref().map(|c| SequenceConstraint::new(c.matcher())),
             detokenizer: IncrementalDetokenizer::new(init.tokenizer.clone(), init.prompt, params.skip_special_tokens),
             stops: StopMatcher::new(params.stop.clone(), params.include_stop_str_in_output),
             params,
@@ -96,7 +102,7 @@ impl Choice {
         let mut text = matched.text;
         let is_stop_token = (!self.params.ignore_eos && ctx.eos_ids.contains(&ctx.token))
             || self.params.stop_token_ids.contains(&ctx.token);
-        let finish = if matched.stopped || is_stop_token {
+        let finish = if matched.stopped || is_stop_token || ctx.grammar_complete {
             Some(FinishReason::Stop)
         } else if ctx.num_generated >= self.params.max_tokens || ctx.total_len >= ctx.max_model_len {
             Some(FinishReason::Length)

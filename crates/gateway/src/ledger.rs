@@ -56,6 +56,9 @@ pub struct UsageRecord {
     /// Running, completed, or cut off by the death of its process.
     #[serde(default)]
     pub state: RowState,
+    /// Tool calls the reply made, over all choices.
+    #[serde(default)]
+    pub tool_calls: u64,
 }
 
 /// Where a ledger row stands.

@@ -99,6 +99,7 @@ pub struct Tally {
     /// The usage is the final one: the request completed.
     complete: bool,
     finish_reason: Option<String>,
+    tool_calls: u64,
     status: u16,
     span: Option<RequestSpan>,
 }
@@ -116,6 +117,7 @@ impl Tally {
             usage: None,
             complete: false,
             finish_reason: None,
+            tool_calls: 0,
             status: 499,
             span: RequestSpan::start(A::ENDPOINT, request.model(), ctx),
         }
@@ -133,6 +135,7 @@ impl Tally {
         if self.finish_reason.is_none() {
             self.finish_reason = reply.finish_reason().map(str::to_string);
         }
+        self.tool_calls += reply.tool_calls_started();
         if let Some(usage) = reply.usage() {
             self.usage = Some(*usage);
             if whole || reply.is_usage_only() {
@@ -213,6 +216,7 @@ impl Tally {
             prompt_version: used.map_or(0, |used| used.version),
             prompt_label: used.and_then(|used| used.label.clone()).unwrap_or_default(),
             state: RowState::Done,
+            tool_calls: self.tool_calls,
         }
     }
 }

@@ -16,13 +16,14 @@ mod usage_rows;
 use usage_rows::{bind_usage_rows, merge_repeated_ids, usage_insert_sql, ROWS_PER_INSERT};
 
 /// Applied migrations must never change: `tests/store.rs` pins their checksums.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "usage operation", include_str!("../migrations/0002_usage_operation.sql")),
     (3, "prompts", include_str!("../migrations/0003_prompts.sql")),
     (4, "key limits", include_str!("../migrations/0004_key_limits.sql")),
     (5, "ledger durability", include_str!("../migrations/0005_ledger_durability.sql")),
     (6, "semantic cache", include_str!("../migrations/0006_semantic_cache.sql")),
+    (7, "usage tool calls", include_str!("../migrations/0007_usage_tool_calls.sql")),
 ];
 
 /// A connection pool with the schema in place.
@@ -217,6 +218,7 @@ fn usage_from_row(row: &AnyRow) -> anyhow::Result<UsageRecord> {
         prompt_version: u32::try_from(row.try_get::<i64, _>("prompt_version")?).unwrap_or(0),
         prompt_label: row.try_get("prompt_label")?,
         state: RowState::parse(&row.try_get::<String, _>("state")?),
+        tool_calls: row.try_get::<i64, _>("tool_calls")? as u64,
     })
 }
 

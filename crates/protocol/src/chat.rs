@@ -6,6 +6,7 @@ use crate::common::{check_max_tokens, SamplingOptions, Usage};
 use crate::error::ApiError;
 use crate::limits::RequestLimits;
 use crate::logprobs::ChatLogprobs;
+use crate::tools::{tool_mode, Tool, ToolCall, ToolCallDelta, ToolChoice, ToolMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +56,12 @@ pub struct ChatMessage {
     pub content: Option<MessageContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant turn's calls, sent back in the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A `tool` message answers this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -118,9 +125,14 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<usize>,
-    /// Refused until tool calling exists.
-    #[serde(default)]
-    pub tools: Option<serde_json::Value>,
+    /// Functions the model may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether one reply may hold several calls (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     /// vLLM extra: append the assistant header to the prompt (default true).
     #[serde(default)]
     pub add_generation_prompt: Option<bool>,
@@ -150,26 +162,57 @@ impl ChatCompletionRequest {
         if self.top_logprobs.is_some() && self.logprobs != Some(true) {
             return Err(ApiError::invalid_param("top_logprobs", "top_logprobs needs logprobs: true"));
         }
-        validate_tools(self.tools.as_ref())
+        let mode = self.tool_mode()?;
+        if mode != ToolMode::None && self.sampling.output_constraint()?.is_some() {
+            let message = "tool calls and an output constraint (response_format, structured_outputs) cannot be combined";
+            return Err(ApiError::invalid_param("tools", message));
+        }
+        Ok(())
+    }
+
+    /// What the model may do with `tools`, checked against `tool_choice`.
+    pub fn tool_mode(&self) -> Result<ToolMode, ApiError> {
+        tool_mode(self.tools.as_deref().unwrap_or_default(), self.tool_choice.as_ref())
+    }
+
+    pub fn parallel_tool_calls(&self) -> bool {
+        self.parallel_tool_calls.unwrap_or(true)
     }
 }
 
-fn validate_tools(tools: Option<&serde_json::Value>) -> Result<(), ApiError> {
-    match tools {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(serde_json::Value::Array(list)) if list.is_empty() => Ok(()),
-        Some(serde_json::Value::Array(_)) => Err(ApiError::invalid_param(
-            "tools",
-            "tool calling is not supported yet: Sconce has no constrained decoding",
-        )),
-        Some(_) => Err(ApiError::invalid_param("tools", "tools must be an array")),
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The reply's message: `content` is `null` on the wire when the turn is only calls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AssistantMessage {
     pub role: Role,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+impl AssistantMessage {
+    pub fn text(content: impl Into<String>) -> Self {
+        Self { role: Role::Assistant, content: content.into(), tool_calls: None }
+    }
+}
+
+impl Serialize for AssistantMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let calls = self.tool_calls.as_ref().filter(|calls| !calls.is_empty());
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("role", &self.role)?;
+        let content = (calls.is_none() || !self.content.is_empty()).then_some(&self.content);
+        map.serialize_entry("content", &content)?;
+        if let Some(calls) = calls {
+            map.serialize_entry("tool_calls", calls)?;
+        }
+        map.end()
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +240,8 @@ pub struct ChatDelta {
     pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,13 +297,30 @@ mod tests {
     }
 
     #[test]
-    fn max_completion_tokens_wins_and_tools_are_refused() {
+    fn max_completion_tokens_wins_and_tools_are_checked() {
         let req = request(
             json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "max_completion_tokens": 7}),
         );
         assert_eq!(req.max_tokens(), Some(7));
-        let req = request(json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}));
-        assert_eq!(req.validate(&RequestLimits::default()).unwrap_err().param.as_deref(), Some("tools"));
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let req = request(json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools}));
+        assert_eq!(req.tool_mode().unwrap(), ToolMode::Auto);
+        let both = json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools,
+            "response_format": {"type": "json_object"}});
+        assert_eq!(request(both).validate(&RequestLimits::default()).unwrap_err().param.as_deref(), Some("tools"));
+    }
+
+    #[test]
+    fn call_only_replies_have_null_content() {
+        let call: ToolCall = serde_json::from_value(json!({"id": "call_1", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}})).unwrap();
+        let message = AssistantMessage { tool_calls: Some(vec![call]), ..AssistantMessage::text("") };
+        let wire = serde_json::to_value(&message).unwrap();
+        assert!(wire["content"].is_null());
+        assert_eq!(wire["tool_calls"][0]["function"]["name"], "f");
+        let back: AssistantMessage = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, message);
+        assert_eq!(serde_json::to_value(AssistantMessage::text("hi")).unwrap()["content"], "hi");
     }
 
     #[test]

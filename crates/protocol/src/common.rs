@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::limits::{RequestLimits, MAX_TOKENS_CEILING};
 use crate::logit_bias::parse_logit_bias;
+use crate::structured::{output_constraint, GuidedFields, OutputConstraint, StructuredOutputs};
 
 /// `stop` may be one string or a list of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,8 +93,13 @@ pub struct SamplingOptions {
     pub user: Option<String>,
     /// vLLM extra: lower runs first.
     pub priority: Option<i32>,
-    /// Only `{"type":"text"}` is accepted until constrained decoding exists.
+    /// `text`, `json_object` or `json_schema` (OpenAI).
     pub response_format: Option<serde_json::Value>,
+    /// vLLM's `json`, `regex`, `choice` or `grammar` (Lark) constraint.
+    pub structured_outputs: Option<StructuredOutputs>,
+    /// vLLM's older `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar`.
+    #[serde(flatten)]
+    pub guided: GuidedFields,
 }
 
 impl SamplingOptions {
@@ -143,7 +149,12 @@ impl SamplingOptions {
         let user_len = self.user.as_deref().map_or(0, str::len);
         RequestLimits::check_at_most("user", "the length of `user` in bytes", user_len, limits.max_user_bytes)?;
         self.parsed_logit_bias(limits, None)?;
-        validate_response_format(self.response_format.as_ref())
+        self.output_constraint().map(|_| ())
+    }
+
+    /// The output constraint the request sets, from whichever field sets it.
+    pub fn output_constraint(&self) -> Result<Option<OutputConstraint>, ApiError> {
+        output_constraint(self.response_format.as_ref(), self.structured_outputs.as_ref(), &self.guided)
     }
 
     fn validate_counts(&self, limits: &RequestLimits) -> Result<(), ApiError> {
@@ -199,18 +210,6 @@ fn check_range(param: &str, value: Option<f32>, min: f32, max: f32) -> Result<()
     }
 }
 
-fn validate_response_format(format: Option<&serde_json::Value>) -> Result<(), ApiError> {
-    let Some(format) = format else { return Ok(()) };
-    match format.get("type").and_then(serde_json::Value::as_str) {
-        Some("text") => Ok(()),
-        Some(kind) => Err(ApiError::invalid_param(
-            "response_format",
-            format!("response_format `{kind}` is not supported yet: Sconce has no constrained decoding"),
-        )),
-        None => Err(ApiError::invalid_param("response_format", "response_format needs a `type`")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,12 +238,14 @@ mod tests {
     }
 
     #[test]
-    fn json_schema_response_format_is_refused() {
+    fn response_formats_are_read_and_bad_ones_refused() {
         let limits = RequestLimits::default();
         assert!(options(json!({"response_format": {"type": "text"}})).validate(&limits).is_ok());
-        let err = options(json!({"response_format": {"type": "json_object"}})).validate(&limits).unwrap_err();
-        assert_eq!(err.status, 400);
-        assert!(err.message.contains("constrained decoding"));
+        let json_object = options(json!({"response_format": {"type": "json_object"}}));
+        assert_eq!(json_object.output_constraint().unwrap(), Some(OutputConstraint::JsonObject));
+        let guided = options(json!({"guided_choice": ["yes", "no"]}));
+        assert_eq!(guided.output_constraint().unwrap(), Some(OutputConstraint::Choice(vec!["yes".into(), "no".into()])));
+        assert_eq!(refused_param(json!({"response_format": {"type": "yaml"}})), "response_format");
     }
 
     #[test]

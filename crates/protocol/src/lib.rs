@@ -12,7 +12,9 @@ pub mod limits;
 mod logit_bias;
 pub mod logprobs;
 pub mod models;
+pub mod structured;
 pub mod tokenize;
+pub mod tools;
 
 pub use common::{SamplingOptions, StopSpec, StreamOptions, Usage};
 pub use error::{ApiError, ErrorBody, ErrorEnvelope};

@@ -8,8 +8,8 @@ use sconce_protocol::ApiError;
 use sconce_text::{ChatMessage, Tokenizer};
 
 pub use sconce_engine::{
-    Delta, EngineError, EngineState, EngineStats, FinishReason, GenerateRequest, ModelInfo, RequestStream,
-    RequestTimings, SamplingParams, TokenLogprob, Usage as EngineUsage,
+    Constraint, Delta, EngineError, EngineState, EngineStats, FinishReason, GenerateRequest, GrammarSpec, ModelInfo,
+    RequestStream, RequestTimings, SamplingParams, TokenLogprob, Usage as EngineUsage,
 };
 
 use crate::config::Config;
@@ -66,9 +66,33 @@ impl Backend {
     ) -> Result<Vec<u32>, ApiError> {
         let messages: Vec<ChatMessage> =
             messages.into_iter().map(|(role, content)| ChatMessage::new(role, content)).collect();
+        self.encode_chat_messages(&messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// Like [`Backend::encode_chat`], with whole messages (tool calls, ids) and extra
+    /// template variables (`tools`).
+    pub fn encode_chat_messages(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        context: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u32>, ApiError> {
         self.frontend
-            .encode_chat(&messages, add_generation_prompt)
+            .encode_chat(messages, add_generation_prompt, context)
             .map_err(|e| ApiError::invalid_param("messages", e.to_string()))
+    }
+
+    /// Compiles an output constraint (or takes it from the cache); a bad one is a 400.
+    pub fn compile(&self, spec: &GrammarSpec) -> Result<Constraint, ApiError> {
+        self.handle.grammars().compile(spec).map_err(|e| match e {
+            EngineError::InvalidParam { param, message } => ApiError::invalid_param(param, message),
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+
+    /// Mask and compile timings of the constraints.
+    pub fn constraint_stats(&self) -> sconce_engine::MaskStatsSnapshot {
+        self.handle.grammars().stats().snapshot()
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ApiError> {

@@ -16,6 +16,7 @@ pub mod http;
 pub mod local;
 pub mod logging;
 pub mod metrics;
+pub mod metrics_constraints;
 pub mod request_id;
 pub mod routes;
 pub mod server;

@@ -100,8 +100,9 @@ async fn unsupported_and_invalid_fields_are_400_with_the_param() {
     let server = TestServer::start().await;
     let messages = user_messages("hi");
     let cases = [
-        (json!({"messages": messages, "response_format": {"type": "json_object"}}), "response_format"),
-        (json!({"messages": messages, "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools"),
+        (json!({"messages": messages, "response_format": {"type": "xml"}}), "response_format"),
+        (json!({"messages": messages, "tools": [{"type": "function", "function": {"name": "bad name"}}]}), "tools"),
+        (json!({"messages": messages, "tool_choice": "required"}), "tool_choice"),
         (json!({"messages": messages, "n": 2, "best_of": 3}), "best_of"),
         (json!({"messages": messages, "temperature": -0.5}), "temperature"),
         (json!({"messages": messages, "top_logprobs": 50, "logprobs": true}), "top_logprobs"),

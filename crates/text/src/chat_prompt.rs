@@ -28,10 +28,11 @@ pub fn encode_chat(
     messages: &[ChatMessage],
     add_generation_prompt: bool,
     specials: ContentSpecials,
+    context: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<u32>, TextError> {
     let found = messages.iter().any(|message| !tokenizer.special_token_spans(&message.content).is_empty());
     if specials == ContentSpecials::Parse || !found {
-        let rendered = template.render(messages, add_generation_prompt)?;
+        let rendered = template.render_with_context(messages, add_generation_prompt, context)?;
         return tokenizer.encode_prompt(&rendered, false);
     }
     let mark = placeholder_mark(template, messages);
@@ -43,7 +44,7 @@ pub fn encode_chat(
             ChatMessage { content, ..message.clone() }
         })
         .collect();
-    let rendered = template.render(&escaped, add_generation_prompt)?;
+    let rendered = template.render_with_context(&escaped, add_generation_prompt, context)?;
     let pieces = split_at_placeholders(&rendered, mark, &literals)?;
     tokenizer.encode_pieces(&pieces)
 }

@@ -10,6 +10,7 @@ mod pieces;
 mod stop;
 mod template_json;
 mod tokenizer;
+pub mod tool_calls;
 
 pub use chat_prompt::{encode_chat, ContentSpecials};
 pub use chat_template::{ChatMessage, ChatTemplate};
@@ -19,3 +20,4 @@ pub use gguf_vocab::{GgufTokenType, GgufVocab};
 pub use pieces::Piece;
 pub use stop::{StopMatcher, StopOutput};
 pub use tokenizer::Tokenizer;
+pub use tool_calls::grammar_json_layout as json_layout;

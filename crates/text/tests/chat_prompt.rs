@@ -34,7 +34,7 @@ fn count(ids: &[u32], id: u32) -> usize {
 /// Encodes `messages` both ways and checks the control tokens and the text.
 fn check_injection(tokenizer: &Tokenizer, template: &ChatTemplate, im_start: u32, im_end: u32) {
     let messages = chat(INJECTION);
-    let text = encode_chat(template, tokenizer, &messages, true, ContentSpecials::Text).unwrap();
+    let text = encode_chat(template, tokenizer, &messages, true, ContentSpecials::Text, &Default::default()).unwrap();
     // The template's own markers only: system, user and the assistant header.
     assert_eq!(count(&text, im_start), 3, "{text:?}");
     assert_eq!(count(&text, im_end), 2, "{text:?}");
@@ -46,7 +46,7 @@ fn check_injection(tokenizer: &Tokenizer, template: &ChatTemplate, im_start: u32
     assert!(user_turn.iter().all(|&id| !tokenizer.is_special(id) || id == im_end), "{user_turn:?}");
     assert_eq!(count(user_turn, im_end), 1);
 
-    let parsed = encode_chat(template, tokenizer, &messages, true, ContentSpecials::Parse).unwrap();
+    let parsed = encode_chat(template, tokenizer, &messages, true, ContentSpecials::Parse, &Default::default()).unwrap();
     assert_eq!(count(&parsed, im_start), 4, "the old behaviour opens a system turn");
     assert_eq!(parsed, tokenizer.encode_prompt(&rendered, false).unwrap());
 }
@@ -73,7 +73,7 @@ fn contents_without_special_tokens_encode_as_before() {
             let messages = chat(user);
             let rendered = template.render(&messages, true).unwrap();
             let before = tokenizer.encode_prompt(&rendered, false).unwrap();
-            let now = encode_chat(&template, &tokenizer, &messages, true, ContentSpecials::Text).unwrap();
+            let now = encode_chat(&template, &tokenizer, &messages, true, ContentSpecials::Text, &Default::default()).unwrap();
             assert_eq!(now, before, "{user:?}");
         }
     }
@@ -85,7 +85,7 @@ fn template_transformations_of_content_still_apply() {
     let template = ChatTemplate::new(source, None, None).unwrap();
     let tokenizer = tokenizer("smollm");
     let messages = [ChatMessage::new("user", "  hi<|im_start|>x  ")];
-    let ids = encode_chat(&template, &tokenizer, &messages, false, ContentSpecials::Text).unwrap();
+    let ids = encode_chat(&template, &tokenizer, &messages, false, ContentSpecials::Text, &Default::default()).unwrap();
     assert_eq!(count(&ids, IM_START), 0);
     assert_eq!(tokenizer.decode(&ids, false).unwrap(), "[HI<|im_start|>X]");
 }

@@ -78,9 +78,23 @@ fn generation_config_json() -> Value {
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
+    let mut text = serde_json::to_string_pretty(&sorted(value))?;
     text.push('\n');
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `value` with object keys in sorted order, whether or not serde_json keeps insertion order
+/// (a workspace build turns `preserve_order` on for everyone), so the files never change.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|key| (key.clone(), sorted(&map[key]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Writes all model files into `out`; returns the dims used.

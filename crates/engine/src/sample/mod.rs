@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::api::{SamplingParams, TokenLogprob};
+use crate::constrain::SequenceConstraint;
 use dist::Filters;
 use penalties::Penalties;
 
@@ -92,16 +93,45 @@ impl SequenceSampler {
     /// `min_tokens`, `eos_ids` and `params.stop_token_ids` are banned. `logits` is used as
     /// scratch and holds unspecified values afterwards.
     pub fn sample(&mut self, logits: &mut [f32], num_generated: usize, eos_ids: &[u32]) -> Sampled {
+        self.sample_constrained(logits, num_generated, eos_ids, None)
+    }
+
+    /// [`SequenceSampler::sample`] within a grammar: its mask bans tokens first, and the
+    /// other options (bias, penalties, temperature, top-k/p) work on what it allows. The
+    /// min_tokens ban gives way when the grammar allows nothing but the end.
+    pub fn sample_constrained(
+        &mut self,
+        logits: &mut [f32],
+        num_generated: usize,
+        eos_ids: &[u32],
+        constraint: Option<&mut SequenceConstraint>,
+    ) -> Sampled {
         let u: f64 = self.rng.random();
-        if self.logprobs.is_some() {
+        if self.logprobs.is_some() || constraint.is_some() {
             self.raw.clear();
             self.raw.extend_from_slice(logits);
         }
-        self.process(logits, num_generated, eos_ids);
+        match constraint {
+            None => self.process(logits, num_generated, eos_ids),
+            Some(constraint) => {
+                constraint.apply(logits);
+                self.process(logits, num_generated, eos_ids);
+                if logits.iter().all(|x| *x == f32::NEG_INFINITY) {
+                    constraint.apply(self.restore(logits));
+                    self.process(logits, usize::MAX, eos_ids);
+                }
+            }
+        }
         let token =
             if self.greedy { dist::argmax(logits) } else { dist::sample(logits, &self.filters, u, &mut self.pairs) };
         let logprob = self.logprobs.map(|k| logprobs::logprobs_with(&self.raw, token, k, &mut self.pairs));
         Sampled { token, logprob }
+    }
+
+    /// The raw logits again (kept with logprobs or a constraint).
+    fn restore<'a>(&self, logits: &'a mut [f32]) -> &'a mut [f32] {
+        logits.copy_from_slice(&self.raw);
+        logits
     }
 
     /// Applies bias, the min_tokens ban and the penalties to `logits`, in that order.

@@ -85,4 +85,28 @@ mod tests {
         assert!(a.is_deterministic());
         assert!(!request(serde_json::json!({"messages": []})).is_deterministic());
     }
+
+    #[test]
+    fn constraints_and_tools_are_part_of_the_key() {
+        let base = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0});
+        let with = |field: &str, value: serde_json::Value| {
+            let mut body = base.clone();
+            body[field] = value;
+            cache_key::<Chat>(&request(body), "m", None)
+        };
+        let plain = cache_key::<Chat>(&request(base.clone()), "m", None);
+        let tool = |name: &str| serde_json::json!([{"type": "function", "function": {"name": name}}]);
+        let keys = [
+            plain,
+            with("tools", tool("a")),
+            with("tools", tool("b")),
+            with("tool_choice", serde_json::json!("none")),
+            with("response_format", serde_json::json!({"type": "json_object"})),
+            with("structured_outputs", serde_json::json!({"regex": "a+"})),
+            with("structured_outputs", serde_json::json!({"regex": "b+"})),
+            with("guided_choice", serde_json::json!(["x"])),
+        ];
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "each constraint and tool list is its own entry");
+    }
 }

@@ -5,9 +5,10 @@ use sconce_protocol::chat::{
     ChatDelta, ChatMessage, MessageContent, Role, CHAT_CHUNK_OBJECT, CHAT_OBJECT,
 };
 use sconce_protocol::logprobs::ChatLogprobs;
+use sconce_protocol::tools::{fold_tool_calls, tool_call_deltas, FunctionCallDelta, ToolCallDelta};
 use sconce_protocol::{ApiError, RequestLimits, SamplingOptions, Usage};
 
-use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ChoiceText, TextRef};
+use super::{bytes_to_tokens, slot, split_pieces, ApiReply, ApiRequest, ArgumentsText, ChoiceText, TextRef};
 
 /// Room for a chat template's markers around one message (and the generation prompt).
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
@@ -21,7 +22,7 @@ impl ApiRequest for ChatCompletionRequest {
     fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
         if self.prompt.is_some() && self.messages.is_empty() {
             let mut probe = self.clone();
-            probe.messages.push(ChatMessage { role: Role::User, content: None, name: None });
+            probe.messages.push(ChatMessage { role: Role::User, content: None, name: None, tool_calls: None, tool_call_id: None });
             return ChatCompletionRequest::validate(&probe, limits);
         }
         ChatCompletionRequest::validate(self, limits)
@@ -79,7 +80,7 @@ impl ApiReply for ChatCompletionResponse {
     common_reply_fields!();
 
     fn shows_text(&self) -> bool {
-        self.choices.iter().any(|choice| !choice.message.content.is_empty())
+        self.choices.iter().any(|choice| !choice.message.content.is_empty() || choice.message.tool_calls.is_some())
     }
 
     fn usage(&self) -> Option<&Usage> {
@@ -109,6 +110,25 @@ impl ApiReply for ChatCompletionResponse {
     fn carries_nothing(&self) -> bool {
         false
     }
+
+    fn arguments_mut(&mut self) -> Vec<ArgumentsText<'_>> {
+        let mut out = Vec::new();
+        for choice in &mut self.choices {
+            let index = choice.index;
+            for (call, tool_call) in choice.message.tool_calls.iter_mut().flatten().enumerate() {
+                out.push(ArgumentsText { choice: index, call, text: &mut tool_call.function.arguments });
+            }
+        }
+        out
+    }
+
+    fn clear_calls(&mut self, choice: usize) {
+        self.choices.iter_mut().filter(|c| c.index == choice).for_each(|c| c.message.tool_calls = None);
+    }
+
+    fn tool_calls_started(&self) -> u64 {
+        self.choices.iter().map(|c| c.message.tool_calls.as_ref().map_or(0, Vec::len) as u64).sum()
+    }
 }
 
 impl ApiReply for ChatCompletionChunk {
@@ -117,7 +137,9 @@ impl ApiReply for ChatCompletionChunk {
     optional_usage!();
 
     fn shows_text(&self) -> bool {
-        self.choices.iter().any(|choice| choice.delta.content.as_deref().is_some_and(|text| !text.is_empty()))
+        self.choices.iter().any(|choice| {
+            choice.delta.content.as_deref().is_some_and(|text| !text.is_empty()) || choice.delta.tool_calls.is_some()
+        })
     }
 
     fn texts_mut(&mut self) -> Vec<ChoiceText<'_>> {
@@ -134,9 +156,43 @@ impl ApiReply for ChatCompletionChunk {
 
     fn carries_nothing(&self) -> bool {
         let shows = |c: &ChatChunkChoice| {
-            c.delta.content.is_some() || c.delta.role.is_some() || c.finish_reason.is_some() || c.logprobs.is_some()
+            c.delta.content.is_some()
+                || c.delta.role.is_some()
+                || c.delta.tool_calls.is_some()
+                || c.finish_reason.is_some()
+                || c.logprobs.is_some()
         };
         !self.choices.is_empty() && !self.choices.iter().any(shows)
+    }
+
+    fn arguments_mut(&mut self) -> Vec<ArgumentsText<'_>> {
+        let mut out = Vec::new();
+        for choice in &mut self.choices {
+            let index = choice.index;
+            for delta in choice.delta.tool_calls.iter_mut().flatten() {
+                let call = delta.index;
+                if let Some(text) = delta.function.as_mut().and_then(|function| function.arguments.as_mut()) {
+                    out.push(ArgumentsText { choice: index, call, text });
+                }
+            }
+        }
+        out
+    }
+
+    fn push_arguments(&mut self, choice: usize, call: usize, text: String) {
+        let Some(target) = self.choices.iter_mut().find(|c| c.index == choice) else { return };
+        let function = FunctionCallDelta { name: None, arguments: Some(text) };
+        let delta = ToolCallDelta { index: call, id: None, kind: None, function: Some(function) };
+        target.delta.tool_calls.get_or_insert_with(Vec::new).push(delta);
+    }
+
+    fn clear_calls(&mut self, choice: usize) {
+        self.choices.iter_mut().filter(|c| c.index == choice).for_each(|c| c.delta.tool_calls = None);
+    }
+
+    fn tool_calls_started(&self) -> u64 {
+        let starts = self.choices.iter().flat_map(|c| c.delta.tool_calls.iter().flatten()).filter(|d| d.id.is_some());
+        starts.count() as u64
     }
 }
 
@@ -153,6 +209,9 @@ pub fn fold(chunks: Vec<ChatCompletionChunk>) -> Option<ChatCompletionResponse> 
             let choice = slot(&mut choices, piece.index).get_or_insert_with(|| empty_choice(piece.index));
             if let Some(content) = piece.delta.content {
                 choice.message.content.push_str(&content);
+            }
+            if let Some(calls) = piece.delta.tool_calls {
+                fold_tool_calls(choice.message.tool_calls.get_or_insert_with(Vec::new), calls);
             }
             if let Some(logprobs) = piece.logprobs {
                 choice.logprobs.get_or_insert_with(ChatLogprobs::default).content.extend(logprobs.content);
@@ -176,7 +235,7 @@ pub fn fold(chunks: Vec<ChatCompletionChunk>) -> Option<ChatCompletionResponse> 
 fn empty_choice(index: usize) -> ChatChoice {
     ChatChoice {
         index,
-        message: AssistantMessage { role: Role::Assistant, content: String::new() },
+        message: AssistantMessage::text(""),
         logprobs: None,
         finish_reason: None,
     }
@@ -194,7 +253,7 @@ pub fn replay(response: &ChatCompletionResponse) -> Vec<ChatCompletionChunk> {
     };
     let piece = |index, role, content, finish_reason| ChatChunkChoice {
         index,
-        delta: ChatDelta { role, content },
+        delta: ChatDelta { role, content, tool_calls: None },
         logprobs: None,
         finish_reason,
     };
@@ -204,6 +263,11 @@ pub fn replay(response: &ChatCompletionResponse) -> Vec<ChatCompletionChunk> {
         chunks.push(chunk(vec![piece(index, Some(Role::Assistant), Some(String::new()), None)], None));
         for text in split_pieces(&choice.message.content) {
             chunks.push(chunk(vec![piece(index, None, Some(text), None)], None));
+        }
+        if let Some(calls) = choice.message.tool_calls.as_deref().filter(|calls| !calls.is_empty()) {
+            let mut calls_piece = piece(index, None, None, None);
+            calls_piece.delta.tool_calls = Some(tool_call_deltas(calls));
+            chunks.push(chunk(vec![calls_piece], None));
         }
         chunks.push(chunk(vec![piece(index, None, None, choice.finish_reason.clone())], None));
     }

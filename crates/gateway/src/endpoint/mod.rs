@@ -154,6 +154,25 @@ pub trait ApiReply: Clone + Debug + Serialize + DeserializeOwned + Send + Sync +
     /// True when no choice carries text, a role, a finish reason or logprobs (and it is
     /// no usage chunk): such a chunk is not worth sending.
     fn carries_nothing(&self) -> bool;
+    /// The tool calls' argument texts (whole, or this chunk's fragments), to check and rewrite.
+    fn arguments_mut(&mut self) -> Vec<ArgumentsText<'_>> {
+        Vec::new()
+    }
+    /// Adds an argument fragment to a chunk's choice (text a stream guard held back).
+    fn push_arguments(&mut self, _choice: usize, _call: usize, _text: String) {}
+    /// Tool calls begun in this reply (whole calls, or first deltas of a chunk).
+    fn tool_calls_started(&self) -> u64 {
+        0
+    }
+    /// Drops a choice's tool calls (a blocked choice shows nothing).
+    fn clear_calls(&mut self, _choice: usize) {}
+}
+
+/// One tool call's arguments in a reply: the choice, the call's index, the text.
+pub struct ArgumentsText<'a> {
+    pub choice: usize,
+    pub call: usize,
+    pub text: &'a mut String,
 }
 
 /// One choice's text in a reply, as a stage may rewrite it.

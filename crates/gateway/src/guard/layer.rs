@@ -1,6 +1,7 @@
 //! Guardrails as a stage: checks prompts before the inner stages, and generated text
 //! after them, token by token on streams. A block on a stream cancels generation.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -119,18 +120,40 @@ fn check_prompt<R: ApiRequest>(
 
 /// Output checks on each choice of a whole reply.
 fn check_full(policy: &Policy, metrics: Option<&GuardMetrics>, response: &mut impl ApiReply) {
+    let blocked = check_full_arguments(policy, metrics, response);
     for mut choice in response.texts_mut() {
         let verdict = policy.check_output(choice.text.as_str());
         if let Some(m) = metrics {
             m.record("output", &verdict.triggered);
         }
-        if verdict.is_blocked() {
+        if verdict.is_blocked() || blocked.contains(&choice.index) {
             choice.text.clear();
             *choice.finish_reason = Some(CONTENT_FILTER.into());
         } else if let Some(masked) = verdict.masked {
             choice.text.set(masked);
         }
     }
+}
+
+/// Tool-call arguments get the output checks too: masked in place, or the choice is blocked
+/// (its calls dropped). Returns the blocked choices.
+fn check_full_arguments(policy: &Policy, metrics: Option<&GuardMetrics>, response: &mut impl ApiReply) -> HashSet<usize> {
+    let mut blocked = HashSet::new();
+    for arguments in response.arguments_mut() {
+        let verdict = policy.check_output(arguments.text);
+        if let Some(m) = metrics {
+            m.record("output", &verdict.triggered);
+        }
+        if verdict.is_blocked() {
+            blocked.insert(arguments.choice);
+        } else if let Some(masked) = verdict.masked {
+            *arguments.text = masked;
+        }
+    }
+    for &choice in &blocked {
+        response.clear_calls(choice);
+    }
+    blocked
 }
 
 /// Per-choice output guards over a chunk stream. A block ends the choice with
@@ -140,6 +163,8 @@ struct StreamGuard {
     metrics: Option<GuardMetrics>,
     cancel: CancellationToken,
     guards: Vec<OutputGuard>,
+    /// One guard per tool call's arguments, by (choice, call).
+    call_guards: BTreeMap<(usize, usize), OutputGuard>,
     done: bool,
 }
 
@@ -151,9 +176,43 @@ impl StreamGuard {
         &mut self.guards[index]
     }
 
+    /// Checks this chunk's argument fragments (releasing held-back text when a choice ends);
+    /// returns the choices a check blocked.
+    fn apply_arguments<C: ApiReply>(&mut self, chunk: &mut C) -> HashSet<usize> {
+        let mut blocked = HashSet::new();
+        for arguments in chunk.arguments_mut() {
+            let policy = self.policy.clone();
+            let guard = self.call_guards.entry((arguments.choice, arguments.call)).or_insert_with(|| OutputGuard::new(policy));
+            match guard.push(arguments.text) {
+                StreamStep::Emit(text) => *arguments.text = text,
+                StreamStep::Blocked(_) => {
+                    blocked.insert(arguments.choice);
+                }
+            }
+        }
+        let finishing: Vec<usize> =
+            chunk.texts_mut().into_iter().filter(|choice| choice.finish_reason.is_some()).map(|c| c.index).collect();
+        for choice in finishing {
+            for (&(_, call), guard) in self.call_guards.range_mut((choice, 0)..=(choice, usize::MAX)) {
+                match guard.finish() {
+                    StreamStep::Emit(text) if !text.is_empty() => chunk.push_arguments(choice, call, text),
+                    StreamStep::Emit(_) => {}
+                    StreamStep::Blocked(_) => {
+                        blocked.insert(choice);
+                    }
+                }
+            }
+        }
+        for &choice in &blocked {
+            chunk.clear_calls(choice);
+        }
+        blocked
+    }
+
     /// The chunk as it may be sent, or None when it carries nothing any more.
     fn apply<C: ApiReply>(&mut self, mut chunk: C) -> Option<C> {
         let mut blocked = false;
+        let blocked_calls = self.apply_arguments(&mut chunk);
         for mut choice in chunk.texts_mut() {
             let guard = self.guard(choice.index);
             let mut step = StreamStep::Emit(String::new());
@@ -167,6 +226,9 @@ impl StreamGuard {
             }
             if choice.finish_reason.is_some() {
                 step = merge(step, guard.finish());
+            }
+            if blocked_calls.contains(&choice.index) {
+                step = StreamStep::Blocked(Vec::new());
             }
             match step {
                 StreamStep::Emit(text) => choice.text.set(text),
@@ -189,7 +251,7 @@ impl StreamGuard {
 
     fn record(&self) {
         if let Some(m) = &self.metrics {
-            for guard in &self.guards {
+            for guard in self.guards.iter().chain(self.call_guards.values()) {
                 m.record("output", guard.triggered());
             }
         }
@@ -212,7 +274,7 @@ fn guard_stream<C: ApiReply>(
     cancel: CancellationToken,
     stream: ReplyStream<C>,
 ) -> ReplyStream<C> {
-    let mut state = StreamGuard { policy, metrics, cancel, guards: Vec::new(), done: false };
+    let mut state = StreamGuard { policy, metrics, cancel, guards: Vec::new(), call_guards: BTreeMap::new(), done: false };
     stream
         .filter_map(move |item| {
             let out = match item {

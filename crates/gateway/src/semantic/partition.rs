@@ -75,7 +75,7 @@ mod tests {
         let versioned = lookup_key::<Chat>(&chat(base.clone()), "m", Some("p@2"), Some("t1")).unwrap();
         assert_ne!(versioned.partition, a.partition);
         let mut tools = base;
-        tools["tools"] = serde_json::json!([{"type": "function"}]);
+        tools["tools"] = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
         assert_ne!(key(&chat(tools), Some("t1")).partition, a.partition);
     }
 

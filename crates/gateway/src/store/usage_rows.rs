@@ -5,7 +5,7 @@ use crate::ledger::{RowState, UsageRecord};
 
 /// Rows per multi-row INSERT (22 parameters each, well under SQLite's limit).
 pub(super) const ROWS_PER_INSERT: usize = 64;
-const USAGE_COLUMNS: usize = 22;
+const USAGE_COLUMNS: usize = 23;
 
 /// `($1, …, $22), ($23, …)`: placeholders for `rows` rows.
 fn usage_placeholders(rows: usize) -> String {
@@ -36,11 +36,11 @@ fn described(column: &str) -> String {
 pub(super) fn usage_insert_sql(rows: usize) -> String {
     let counted_columns = ["prompt_tokens", "completion_tokens", "cached_tokens", "cost"].map(counted);
     let described_columns =
-        ["model", "status", "finish_reason", "ttft_s", "tpot_s", "latency_s", "overhead_s", "state"].map(described);
+        ["model", "status", "finish_reason", "ttft_s", "tpot_s", "latency_s", "overhead_s", "state", "tool_calls"].map(described);
     format!(
         "INSERT INTO usage_ledger (request_id, ts, operation, model, key_id, key_alias, team, user_id, status, \
          finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s, \
-         prompt_name, prompt_version, prompt_label, state) VALUES {} ON CONFLICT (request_id) DO UPDATE SET {}, {} \
+         prompt_name, prompt_version, prompt_label, state, tool_calls) VALUES {} ON CONFLICT (request_id) DO UPDATE SET {}, {} \
          WHERE usage_ledger.state = 'admitted' OR (excluded.state <> 'admitted' AND \
          (usage_ledger.ts <> excluded.ts OR usage_ledger.latency_s <> excluded.latency_s))",
         usage_placeholders(rows),
@@ -119,7 +119,8 @@ pub(super) fn bind_usage_rows<'q>(mut query: AnyQuery<'q>, rows: &'q [UsageRecor
             .bind(&row.prompt_name)
             .bind(i64::from(row.prompt_version))
             .bind(&row.prompt_label)
-            .bind(row.state.as_str());
+            .bind(row.state.as_str())
+            .bind(row.tool_calls as i64);
     }
     query
 }

@@ -156,13 +156,14 @@ async fn a_live_process_keeps_its_spool_and_another_takes_the_next_slot() {
 /// the checksums sqlx recorded. Add a migration instead.
 #[test]
 fn applied_migrations_keep_their_checksums() {
-    let pinned: [(i64, &str); 6] = [
+    let pinned: [(i64, &str); 7] = [
         (1, "5ce7e81f3d10ca6e1c7e8ddf6fc42db7f6693038bc46ee7148765abadcf6c3f42626e7d79d64d745e90d5a379801bcd9"),
         (2, "b5dfdf4ee6314cbfc519831cf9239fe13288959fcd57f7529307e5ce676653f695e17eccedd002d2dc636009031cb524"),
         (3, "b6e4ab09d3ec2d4cda6b4095cc775a4456e5628cf8defa1fd44723a7e5523bb4244881b1c3a4d963fb92586138f26480"),
         (4, "f41d8b62c9ac5ad28fe8c29f42232f76b636285ddf0e2df6cbec178c90cbf74727835a479fb7f0fa7bce04123307905f"),
         (5, "89b1e5414ea4bc7c6c8cae175682d83018f3a65cd4d28dbf3b6a77358a9f31f10cbde4f687cede62dd35e2c5e8609a78"),
         (6, "bda99fb09bb6ff7763c54d3410daeefc68166e8b2386572357c0401781a7a07dca8e57e928d8eed2f7417a0c4dcba352"),
+        (7, "10d35fe5e8ecf620efb5231f6dccf51936a0aab5273974969cfbbe80a88fb3f1d8fcfdc2588fec6d2f5d1c3d24ad2757"),
     ];
     let checksums = migration_checksums();
     let actual: Vec<(i64, &str)> = checksums.iter().map(|(version, sum)| (*version, sum.as_str())).collect();

@@ -10,6 +10,9 @@ use sconce_protocol::logprobs::{ChatLogprobs, ChatTokenLogprob, TopLogprob};
 use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::spec::{GenerationSpec, ResponseMeta};
+use super::tool_stream::ToolCalls;
+use super::tools::plan_chat;
+use sconce_text::tool_calls::ToolCallFormat;
 use super::stream::ResponseFormat;
 use super::{LocalApi, Prepared};
 use crate::backend::{Backend, Delta, TokenLogprob, TokenText};
@@ -30,14 +33,16 @@ impl LocalApi for Chat {
             return Err(ApiError::invalid_param("prompt", message).with_code("gateway_disabled"));
         }
         request.validate(limits)?;
-        let messages = request
-            .messages
-            .iter()
-            .map(|message| Ok((message.role.as_str().to_string(), message.text()?)))
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        let prompt = backend.encode_chat(messages, request.add_generation_prompt.unwrap_or(true))?;
+        let plan = plan_chat(backend, request)?;
+        let add_generation_prompt = request.add_generation_prompt.unwrap_or(true);
+        let prompt = backend.encode_chat_messages(&plan.messages, add_generation_prompt, &plan.context)?;
+        let mut sampling = request.sampling.clone();
+        if plan.calls == Some(ToolCallFormat::Mistral) {
+            // `[TOOL_CALLS]` is a special token: keep it in the text the parser reads.
+            sampling.skip_special_tokens = Some(false);
+        }
         let spec = GenerationSpec {
-            sampling: &request.sampling,
+            sampling: &sampling,
             max_tokens: request.max_tokens(),
             default_max_tokens: None,
             logprobs: request.logprobs_count(),
@@ -45,9 +50,11 @@ impl LocalApi for Chat {
             prompt_param: "messages",
             logprobs_param: "top_logprobs",
             limits,
+            constraint: plan.constraint,
         };
         let requests = spec.requests(id, vec![prompt], backend.info())?;
         let format = ChatFormat {
+            calls: ToolCalls::new(plan.calls, &meta.id),
             meta,
             tokens: backend.token_text(),
             include_usage: request.sampling.include_usage(),
@@ -68,6 +75,7 @@ impl LocalApi for Chat {
 }
 
 pub struct ChatFormat {
+    calls: ToolCalls,
     meta: ResponseMeta,
     tokens: TokenText,
     include_usage: bool,
@@ -116,7 +124,7 @@ impl ResponseFormat for ChatFormat {
         let usage = self.include_usage.then_some(None);
         (0..choices)
             .map(|index| {
-                let delta = ChatDelta { role: Some(Role::Assistant), content: Some(String::new()) };
+                let delta = ChatDelta { role: Some(Role::Assistant), content: Some(String::new()), tool_calls: None };
                 let choice = ChatChunkChoice { index, delta, logprobs: None, finish_reason: None };
                 self.chunk_of(vec![choice], usage)
             })
@@ -124,14 +132,15 @@ impl ResponseFormat for ChatFormat {
     }
 
     fn chunk(&mut self, delta: &Delta) -> Option<ChatCompletionChunk> {
-        let finish_reason = delta.finish_reason.map(|reason| reason.as_str().to_string());
         let logprobs = (self.logprobs && !delta.logprobs.is_empty()).then(|| self.token_logprobs(&delta.logprobs));
-        if delta.text.is_empty() && finish_reason.is_none() && logprobs.is_none() {
+        let (text, tool_calls, finish_reason) = self.calls.read(delta);
+        if text.is_empty() && tool_calls.is_none() && finish_reason.is_none() && logprobs.is_none() {
             return None;
         }
-        let content = (!delta.text.is_empty()).then(|| delta.text.clone());
-        let choice =
-            ChatChunkChoice { index: delta.index, delta: ChatDelta { role: None, content }, logprobs, finish_reason };
+        let content = (!text.is_empty()).then_some(text);
+        let index = delta.index;
+        let delta = ChatDelta { role: None, content, tool_calls };
+        let choice = ChatChunkChoice { index, delta, logprobs, finish_reason };
         Some(self.chunk_of(vec![choice], self.include_usage.then_some(None)))
     }
 

@@ -11,6 +11,7 @@ use sconce_protocol::logprobs::CompletionLogprobs;
 use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::spec::{GenerationSpec, ResponseMeta};
+use super::tools::output_constraint;
 use super::stream::ResponseFormat;
 use super::{LocalApi, Prepared};
 use crate::backend::{Backend, Delta, TokenLogprob, TokenText};
@@ -59,6 +60,7 @@ impl LocalApi for Completions {
             prompt_param: "prompt",
             logprobs_param: "logprobs",
             limits,
+            constraint: output_constraint(backend, &request.sampling)?,
         };
         let token_prompts = prompts.iter().map(|prompt| prompt.tokens.clone()).collect();
         let requests = spec.requests(id, token_prompts, backend.info())?;

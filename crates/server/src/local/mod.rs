@@ -9,6 +9,8 @@ pub mod embeddings;
 pub mod serving;
 pub mod spec;
 pub mod stream;
+pub mod tool_stream;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Instant;

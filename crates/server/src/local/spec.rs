@@ -3,7 +3,7 @@
 
 use sconce_protocol::{ApiError, LogprobShape, RequestLimits, SamplingOptions};
 
-use crate::backend::{EngineError, GenerateRequest, ModelInfo, SamplingParams};
+use crate::backend::{Constraint, EngineError, GenerateRequest, ModelInfo, SamplingParams};
 use crate::state::unix_now;
 
 /// What an endpoint asks of the engine beyond the shared sampling fields.
@@ -21,6 +21,8 @@ pub struct GenerationSpec<'a> {
     /// The request field that asks for alternatives (`top_logprobs` or `logprobs`), for errors.
     pub logprobs_param: &'static str,
     pub limits: &'a RequestLimits,
+    /// The compiled grammar every choice follows, if any.
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerationSpec<'_> {
@@ -57,6 +59,7 @@ impl GenerationSpec<'_> {
             ignore_eos: options.ignore_eos.unwrap_or(false),
             skip_special_tokens: options.skip_special_tokens.unwrap_or(true),
             include_stop_str_in_output: options.include_stop_str_in_output.unwrap_or(false),
+            constraint: self.constraint.clone(),
         })
     }
 
@@ -162,6 +165,7 @@ mod tests {
             prompt_param: "prompt",
             logprobs_param: "logprobs",
             limits: LIMITS,
+            constraint: None,
         }
     }
 

@@ -55,7 +55,8 @@ pub async fn version() -> Json<Value> {
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpError> {
     let text = match (state.metrics(), state.backend()) {
         (Some(metrics), Some(backend)) => {
-            metrics.render(&backend.stats()).map_err(|e| ApiError::internal(e.to_string()))?
+            let text = metrics.render(&backend.stats()).map_err(|e| ApiError::internal(e.to_string()))?;
+            text + &crate::metrics_constraints::render(&backend.constraint_stats(), &backend.info().name)
         }
         _ => String::new(),
     };
