@@ -9,7 +9,7 @@ use sconce_text::Tokenizer;
 
 use crate::api::{Delta, EngineError, EngineStats, FinishReason, GenerateRequest, ModelInfo, TokenLogprob, Usage};
 use crate::config::{EngineConfig, OnPanic};
-use crate::constrain::{compute_masks, Advance, Grammars, SequenceConstraint};
+use crate::constrain::{compute_masks, Advance, Constraint, Grammars, SequenceConstraint};
 use crate::fault::FaultPlan;
 use crate::kv::KvCacheManager;
 use crate::output::{Choice, ChoiceInit, DeltaSink, TokenContext};
@@ -159,6 +159,9 @@ impl Engine {
         if self.requests.contains_key(&req.id) {
             return Err(EngineError::DuplicateId(req.id));
         }
+        let mut req = req;
+        // Taken out of the shared params: the last choice gets this matcher, the others copies.
+        let mut constraint = req.params.constraint.take();
         let params = Arc::new(req.params);
         let init = ChoiceInit {
             request_id: &req.id,
@@ -172,7 +175,11 @@ impl Engine {
         for index in 0..params.n {
             let key = self.next_key;
             self.next_key += 1;
-            self.choices.insert(key, Choice::new(&init, index, choice_seed(params.seed, index)));
+            let matcher = match index + 1 == params.n {
+                true => constraint.take().map(Constraint::into_matcher),
+                false => constraint.as_ref().map(Constraint::matcher),
+            };
+            self.choices.insert(key, Choice::new(&init, index, choice_seed(params.seed, index), matcher));
             let mut seq = Sequence::new(key, req.prompt.clone(), req.priority);
             seq.skip_prefix_cache = params.prompt_logprobs.is_some();
             self.scheduler.add(seq);
@@ -274,7 +281,11 @@ impl Engine {
 
     /// Runs the forward pass while the constrained sequences that sample this step compute
     /// their masks on the pool's other threads.
-    fn execute_with_masks(&mut self, batch: BatchPlan, sampling: &HashSet<SeqKey>) -> candle_core::Result<candle_core::Tensor> {
+    fn execute_with_masks(
+        &mut self,
+        batch: BatchPlan,
+        sampling: &HashSet<SeqKey>,
+    ) -> candle_core::Result<candle_core::Tensor> {
         let jobs: Vec<&mut SequenceConstraint> = self
             .choices
             .iter_mut()
@@ -324,7 +335,8 @@ impl Engine {
         let captured = self.capture_logits.then(|| logits.to_vec());
         let num_generated = self.scheduler.get(key)?.num_generated();
         let choice = self.choices.get_mut(&key)?;
-        let sampled = choice.sampler.sample_constrained(logits, num_generated, &self.eos_ids, choice.constraint.as_mut());
+        let sampled =
+            choice.sampler.sample_constrained(logits, num_generated, &self.eos_ids, choice.constraint.as_mut());
         let grammar = choice.constraint.as_mut().map(|constraint| constraint.advance(sampled.token));
         if grammar == Some(Advance::Failed) {
             tracing::warn!(request = %choice.request_id, token = sampled.token, "the constraint refused a sampled token");

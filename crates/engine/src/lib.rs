@@ -21,8 +21,8 @@ mod size;
 mod validate;
 
 pub use api::*;
-pub use constrain::{Constraint, GrammarSpec, Grammars, MaskStatsSnapshot};
 pub use config::{available_memory, EngineConfig, OnPanic};
+pub use constrain::{Constraint, GrammarSpec, Grammars, MaskStatsSnapshot};
 pub use engine::{Engine, SampledToken, StepOutcome};
 pub use fault::{FaultPlan, FAULT_INJECT_VAR};
 pub use frontend::ModelFrontend;

@@ -8,6 +8,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{Delta, FinishReason, RequestTimings, SamplingParams, TokenLogprob, Usage};
 use crate::constrain::SequenceConstraint;
+use llguidance::Matcher;
 use crate::sample::SequenceSampler;
 
 /// Where a request's deltas go.
@@ -75,14 +76,15 @@ pub struct TokenContext<'a> {
 }
 
 impl Choice {
-    pub fn new(init: &ChoiceInit, index: usize, seed: Option<u64>) -> Self {
+    /// `matcher`: this choice's own copy of the request's constraint, if it has one.
+    pub fn new(init: &ChoiceInit, index: usize, seed: Option<u64>, matcher: Option<Matcher>) -> Self {
         let params = init.params.clone();
         let want_prompt_logprobs = index == 0 && params.prompt_logprobs.is_some();
         Self {
             request_id: init.request_id.to_string(),
             index,
             sampler: SequenceSampler::new(&params, seed, init.prompt),
-            constraint: params.constraint.as_ref().map(|c| SequenceConstraint::new(c.matcher())),
+            constraint: matcher.map(SequenceConstraint::new),
             detokenizer: IncrementalDetokenizer::new(init.tokenizer.clone(), init.prompt, params.skip_special_tokens),
             stops: StopMatcher::new(params.stop.clone(), params.include_stop_str_in_output),
             params,

@@ -164,7 +164,8 @@ impl ChatCompletionRequest {
         }
         let mode = self.tool_mode()?;
         if mode != ToolMode::None && self.sampling.output_constraint()?.is_some() {
-            let message = "tool calls and an output constraint (response_format, structured_outputs) cannot be combined";
+            let message =
+                "tool calls and an output constraint (response_format, structured_outputs) cannot be combined";
             return Err(ApiError::invalid_param("tools", message));
         }
         Ok(())
@@ -313,7 +314,8 @@ mod tests {
     #[test]
     fn call_only_replies_have_null_content() {
         let call: ToolCall = serde_json::from_value(json!({"id": "call_1", "type": "function",
-            "function": {"name": "f", "arguments": "{}"}})).unwrap();
+            "function": {"name": "f", "arguments": "{}"}}))
+        .unwrap();
         let message = AssistantMessage { tool_calls: Some(vec![call]), ..AssistantMessage::text("") };
         let wire = serde_json::to_value(&message).unwrap();
         assert!(wire["content"].is_null());

@@ -244,7 +244,10 @@ mod tests {
         let json_object = options(json!({"response_format": {"type": "json_object"}}));
         assert_eq!(json_object.output_constraint().unwrap(), Some(OutputConstraint::JsonObject));
         let guided = options(json!({"guided_choice": ["yes", "no"]}));
-        assert_eq!(guided.output_constraint().unwrap(), Some(OutputConstraint::Choice(vec!["yes".into(), "no".into()])));
+        assert_eq!(
+            guided.output_constraint().unwrap(),
+            Some(OutputConstraint::Choice(vec!["yes".into(), "no".into()]))
+        );
         assert_eq!(refused_param(json!({"response_format": {"type": "yaml"}})), "response_format");
     }
 

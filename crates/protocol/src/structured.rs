@@ -65,14 +65,18 @@ fn from_response_format(format: Option<&Value>) -> Result<Option<OutputConstrain
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(OutputConstraint::JsonObject)),
         Some("json_schema") => {
-            let spec = format.get("json_schema").ok_or_else(|| invalid("response_format `json_schema` needs a `json_schema` object"))?;
+            let spec = format
+                .get("json_schema")
+                .ok_or_else(|| invalid("response_format `json_schema` needs a `json_schema` object"))?;
             let schema = spec.get("schema").cloned().unwrap_or_else(|| serde_json::json!({}));
             if !schema.is_object() && !schema.is_boolean() {
                 return Err(invalid("`json_schema.schema` must be a JSON schema object"));
             }
             Ok(Some(OutputConstraint::JsonSchema(schema)))
         }
-        Some(kind) => Err(invalid(&format!("response_format `{kind}` is not one of `text`, `json_object`, `json_schema`"))),
+        Some(kind) => {
+            Err(invalid(&format!("response_format `{kind}` is not one of `text`, `json_object`, `json_schema`")))
+        }
         None => Err(invalid("response_format needs a `type`")),
     }
 }
@@ -105,7 +109,10 @@ fn from_structured(structured: &StructuredOutputs) -> Result<Vec<OutputConstrain
         found.push(OutputConstraint::JsonObject);
     }
     if found.len() > 1 {
-        return Err(ApiError::invalid_param("structured_outputs", "set one of `json`, `regex`, `choice`, `grammar`, `json_object`"));
+        return Err(ApiError::invalid_param(
+            "structured_outputs",
+            "set one of `json`, `regex`, `choice`, `grammar`, `json_object`",
+        ));
     }
     Ok(found)
 }

@@ -68,19 +68,30 @@ pub fn tool_mode(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<ToolMode
     let mut names = std::collections::HashSet::new();
     for tool in tools {
         if tool.kind != "function" {
-            return Err(ApiError::invalid_param("tools", format!("tool type `{}` is not supported: only `function`", tool.kind)));
+            return Err(ApiError::invalid_param(
+                "tools",
+                format!("tool type `{}` is not supported: only `function`", tool.kind),
+            ));
         }
         let name = &tool.function.name;
-        let valid = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
-            return Err(ApiError::invalid_param("tools", format!("function name `{name}` must be 1-64 letters, digits, `_` or `-`")));
+            return Err(ApiError::invalid_param(
+                "tools",
+                format!("function name `{name}` must be 1-64 letters, digits, `_` or `-`"),
+            ));
         }
         if !names.insert(name.as_str()) {
             return Err(ApiError::invalid_param("tools", format!("function `{name}` is declared twice")));
         }
         if let Some(parameters) = &tool.function.parameters {
             if !parameters.is_object() {
-                return Err(ApiError::invalid_param("tools", format!("the parameters of `{name}` must be a JSON schema object")));
+                return Err(ApiError::invalid_param(
+                    "tools",
+                    format!("the parameters of `{name}` must be a JSON schema object"),
+                ));
             }
         }
     }
@@ -92,7 +103,8 @@ pub fn tool_mode(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<ToolMode
             "auto" => ToolMode::Auto,
             "required" => ToolMode::Required,
             other => {
-                let message = format!("tool_choice `{other}` is not one of `none`, `auto`, `required` or a named function");
+                let message =
+                    format!("tool_choice `{other}` is not one of `none`, `auto`, `required` or a named function");
                 return Err(ApiError::invalid_param("tool_choice", message));
             }
         },
@@ -195,7 +207,10 @@ mod tests {
     use serde_json::json;
 
     fn tools(names: &[&str]) -> Vec<Tool> {
-        names.iter().map(|name| serde_json::from_value(json!({"type": "function", "function": {"name": name}})).unwrap()).collect()
+        names
+            .iter()
+            .map(|name| serde_json::from_value(json!({"type": "function", "function": {"name": name}})).unwrap())
+            .collect()
     }
 
     #[test]
@@ -211,7 +226,8 @@ mod tests {
 
     #[test]
     fn bad_tools_name_the_problem() {
-        let unknown: ToolChoice = serde_json::from_value(json!({"type": "function", "function": {"name": "zz"}})).unwrap();
+        let unknown: ToolChoice =
+            serde_json::from_value(json!({"type": "function", "function": {"name": "zz"}})).unwrap();
         let err = tool_mode(&tools(&["a"]), Some(&unknown)).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("tool_choice"));
         assert!(err.message.contains("zz"));

@@ -100,8 +100,10 @@ def run(concurrency):
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(lambda i: one("cached", i), range(concurrency)))  # warm-up, fills the cache
         for round_ in range(ROUNDS):
-            for constraint in ["none", "cached", "new"]:
-                ids = range(round_ * 100, round_ * 100 + concurrency)
+            for kind, constraint in enumerate(["none", "cached", "new"]):
+                # Distinct prompts for each kind, so none of them rides another's prefix cache.
+                first = 1000 + round_ * 100 + kind * 30
+                ids = range(first, first + concurrency)
                 results[constraint] += list(pool.map(lambda i: one(constraint, i), ids))
     base_ttft = statistics.median(t for t, _ in results["none"])
     base_tpot = statistics.median(p for _, p in results["none"])

@@ -10,11 +10,41 @@ use sconce_engine::MaskStatsSnapshot;
 pub fn render(stats: &MaskStatsSnapshot, model: &str) -> String {
     let mut out = String::new();
     let label = format!("model_name=\"{}\"", model.replace('\\', "\\\\").replace('"', "\\\""));
-    histogram(&mut out, &label, "constraint_mask_seconds", "Time to compute one constrained sequence's token mask.", &stats.per_token);
-    histogram(&mut out, &label, "constraint_step_mask_seconds", "Wall time of one step's masks (computed beside the forward pass).", &stats.per_step);
-    histogram(&mut out, &label, "constraint_compile_seconds", "Time to compile a new constraint (cache misses).", &stats.compile);
-    counter(&mut out, &label, "constraint_cache_hits_total", "Constraints served from the grammar cache.", stats.cache_hits);
-    counter(&mut out, &label, "constraint_exposed_steps_total", "Steps whose masks took longer than the forward pass.", stats.exposed_steps);
+    histogram(
+        &mut out,
+        &label,
+        "constraint_mask_seconds",
+        "Time to compute one constrained sequence's token mask.",
+        &stats.per_token,
+    );
+    histogram(
+        &mut out,
+        &label,
+        "constraint_step_mask_seconds",
+        "Wall time of one step's masks (computed beside the forward pass).",
+        &stats.per_step,
+    );
+    histogram(
+        &mut out,
+        &label,
+        "constraint_compile_seconds",
+        "Time to compile a new constraint (cache misses).",
+        &stats.compile,
+    );
+    counter(
+        &mut out,
+        &label,
+        "constraint_cache_hits_total",
+        "Constraints served from the grammar cache.",
+        stats.cache_hits,
+    );
+    counter(
+        &mut out,
+        &label,
+        "constraint_exposed_steps_total",
+        "Steps whose masks took longer than the forward pass.",
+        stats.exposed_steps,
+    );
     out
 }
 
@@ -32,7 +62,8 @@ fn histogram(out: &mut String, label: &str, name: &str, help: &str, snapshot: &H
 }
 
 fn counter(out: &mut String, label: &str, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP sconce:{name} {help}\n# TYPE sconce:{name} counter\nsconce:{name}{{{label}}} {value}");
+    let _ =
+        writeln!(out, "# HELP sconce:{name} {help}\n# TYPE sconce:{name} counter\nsconce:{name}{{{label}}} {value}");
 }
 
 #[cfg(test)]

@@ -197,20 +197,11 @@ async fn models_lists_each_kind_and_metrics_count_embeddings() {
 /// and sets `SCONCE_TEST_REQUIRE_SDK`, so there it never skips).
 #[tokio::test]
 async fn the_openai_sdk_gets_the_same_vectors_as_float_and_base64() {
-    let has_sdk = std::process::Command::new("python3").args(["-c", "import openai"]).output();
-    if !has_sdk.is_ok_and(|out| out.status.success()) {
-        assert!(std::env::var_os("SCONCE_TEST_REQUIRE_SDK").is_none(), "the openai SDK is required here");
-        eprintln!("skipped: `pip install openai` to run the SDK check");
+    if !common::openai_sdk_installed() {
         return;
     }
     let server = server().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_embeddings.py");
-    let base = server.base.clone();
-    let run = move || std::process::Command::new("python3").args([script, &base, MINILM]).output().unwrap();
-    let output = tokio::task::spawn_blocking(run).await.unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the SDK script failed: {stderr}");
-    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let printed = common::run_sdk_script("openai_embeddings.py", vec![server.base.clone(), MINILM.into()]).await;
     let model = encoder();
     for (vector, text) in printed["vectors"].as_array().unwrap().iter().zip(["The cat sat on the mat.", "ok"]) {
         assert!(max_gap(&floats(vector), &direct(&model, text)) < 1e-5, "{text:?}");

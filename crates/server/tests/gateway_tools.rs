@@ -40,7 +40,9 @@ async fn calls_of(response: reqwest::Response, stream: bool) -> (Vec<(String, St
         let reply: Value = response.json().await.unwrap();
         let choice = &reply["choices"][0];
         let calls = choice["message"]["tool_calls"].as_array().cloned().unwrap_or_default();
-        let pairs = calls.iter().map(|c| (c["function"]["name"].as_str().unwrap().into(), c["function"]["arguments"].as_str().unwrap().into()));
+        let pairs = calls.iter().map(|c| {
+            (c["function"]["name"].as_str().unwrap().into(), c["function"]["arguments"].as_str().unwrap().into())
+        });
         return (pairs.collect(), choice["finish_reason"].as_str().unwrap().into());
     }
     let mut calls: Vec<(String, String)> = Vec::new();
@@ -70,7 +72,10 @@ async fn a_remote_upstreams_calls_and_constraints_pass_through_intact() {
         ..DeploymentConfig::default()
     };
     let config = GatewayConfig {
-        routing: RoutingConfig { groups: vec![GroupConfig::new("far-model", vec![remote])], ..RoutingConfig::default() },
+        routing: RoutingConfig {
+            groups: vec![GroupConfig::new("far-model", vec![remote])],
+            ..RoutingConfig::default()
+        },
         ..open(&db)
     };
     let gateway = GatewayServer::start(config).await;
@@ -104,7 +109,8 @@ async fn guardrails_mask_card_numbers_in_call_arguments_and_the_ledger_counts_ca
         assert_eq!(finish, "tool_calls");
         let arguments = &calls[0].1;
         assert!(!arguments.contains(CARD) && !arguments.contains("4111"), "stream {stream}: {arguments}");
-        let value: Value = serde_json::from_str(arguments).unwrap_or_else(|e| panic!("masked arguments stay JSON: {arguments}: {e}"));
+        let value: Value =
+            serde_json::from_str(arguments).unwrap_or_else(|e| panic!("masked arguments stay JSON: {arguments}: {e}"));
         assert!(value["card"].is_string(), "{value}");
     }
     let rows = server.rows(2).await;

@@ -172,9 +172,14 @@ async fn structured_outputs_choice_regex_and_grammar() {
         let ok = match () {
             _ if constraint.get("choice").is_some() => text == "positive" || text == "negative",
             _ if constraint.get("regex").is_some() => {
-                text.len() == 8 && text.chars().enumerate().all(|(i, c)| if i == 3 { c == '-' } else { c.is_ascii_digit() })
+                text.len() == 8
+                    && text.chars().enumerate().all(|(i, c)| if i == 3 { c == '-' } else { c.is_ascii_digit() })
             }
-            _ => text.starts_with("The answer is ") && text.ends_with('.') && text[14..text.len() - 1].chars().all(|c| c.is_ascii_digit()),
+            _ => {
+                text.starts_with("The answer is ")
+                    && text.ends_with('.')
+                    && text[14..text.len() - 1].chars().all(|c| c.is_ascii_digit())
+            }
         };
         assert!(ok, "{constraint}: {text:?}");
     }
@@ -184,19 +189,11 @@ async fn structured_outputs_choice_regex_and_grammar() {
 /// SDK is missing, except in CI, which sets `SCONCE_TEST_REQUIRE_SDK`).
 #[tokio::test]
 async fn a_tool_round_trip_through_the_openai_sdk() {
-    let has_sdk = std::process::Command::new("python3").args(["-c", "import openai"]).output();
-    if !has_sdk.is_ok_and(|out| out.status.success()) {
-        assert!(std::env::var_os("SCONCE_TEST_REQUIRE_SDK").is_none(), "the openai SDK is required here");
-        eprintln!("skipped: `pip install openai` to run the SDK check");
+    if !common::openai_sdk_installed() {
         return;
     }
     let server = smollm2().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_tools.py");
-    let base = server.base.clone();
-    let run = move || std::process::Command::new("python3").args([script, &base, SMOLLM2]).output().unwrap();
-    let output = tokio::task::spawn_blocking(run).await.unwrap();
-    assert!(output.status.success(), "the SDK script failed: {}", String::from_utf8_lossy(&output.stderr));
-    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let printed = common::run_sdk_script("openai_tools.py", vec![server.base.clone(), SMOLLM2.into()]).await;
     assert_eq!(printed["call"], printed["stream_call"], "greedy: the streamed call is the whole one");
     assert_eq!(printed["call"]["name"], "get_weather");
     let arguments: Value = serde_json::from_str(printed["call"]["arguments"].as_str().unwrap()).unwrap();
@@ -207,4 +204,27 @@ async fn a_tool_round_trip_through_the_openai_sdk() {
         assert!(printed[finish] == "stop" || printed[finish] == "length", "{printed}");
     }
     assert_eq!(printed["answer"], printed["stream_answer"], "the same greedy answer streamed and whole");
+}
+
+/// `auto`: the model may answer in text or call; either way nothing of the markup shows, and a
+/// call it makes names a declared function with valid arguments.
+#[tokio::test]
+async fn auto_tool_choice_gives_text_or_valid_calls_never_markup() {
+    let server = smollm2().await;
+    let tools = weather_tools();
+    for question in ["What is the weather in Paris right now?", "Say hello to me.", "What time is it in Tokyo?"] {
+        let body = json!({"model": SMOLLM2, "messages": [{"role": "user", "content": question}], "tools": tools,
+            "max_tokens": 80, "temperature": 0});
+        let (status, reply) = server.post_json("/v1/chat/completions", &body).await;
+        assert_eq!(status, 200, "{reply}");
+        let message = &reply["choices"][0]["message"];
+        let content = message["content"].as_str().unwrap_or_default();
+        assert!(!content.contains("<tool_call>") && !content.contains("</tool_call>"), "{reply}");
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            let name = call["function"]["name"].as_str().unwrap();
+            let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            assert!(validator(&parameters_of(&tools, name)).is_valid(&arguments), "{reply}");
+            assert_eq!(reply["choices"][0]["finish_reason"], "tool_calls");
+        }
+    }
 }

@@ -46,7 +46,8 @@ fn check_injection(tokenizer: &Tokenizer, template: &ChatTemplate, im_start: u32
     assert!(user_turn.iter().all(|&id| !tokenizer.is_special(id) || id == im_end), "{user_turn:?}");
     assert_eq!(count(user_turn, im_end), 1);
 
-    let parsed = encode_chat(template, tokenizer, &messages, true, ContentSpecials::Parse, &Default::default()).unwrap();
+    let parsed =
+        encode_chat(template, tokenizer, &messages, true, ContentSpecials::Parse, &Default::default()).unwrap();
     assert_eq!(count(&parsed, im_start), 4, "the old behaviour opens a system turn");
     assert_eq!(parsed, tokenizer.encode_prompt(&rendered, false).unwrap());
 }
@@ -73,7 +74,8 @@ fn contents_without_special_tokens_encode_as_before() {
             let messages = chat(user);
             let rendered = template.render(&messages, true).unwrap();
             let before = tokenizer.encode_prompt(&rendered, false).unwrap();
-            let now = encode_chat(&template, &tokenizer, &messages, true, ContentSpecials::Text, &Default::default()).unwrap();
+            let now = encode_chat(&template, &tokenizer, &messages, true, ContentSpecials::Text, &Default::default())
+                .unwrap();
             assert_eq!(now, before, "{user:?}");
         }
     }

@@ -95,6 +95,10 @@ pub fn apply_mask(logits: &mut [f32], mask: &SimpleVob) {
         if word == u32::MAX {
             continue;
         }
+        if word == 0 {
+            chunk.fill(f32::NEG_INFINITY);
+            continue;
+        }
         for (bit, logit) in chunk.iter_mut().enumerate() {
             if word & (1 << bit) == 0 {
                 *logit = f32::NEG_INFINITY;

@@ -37,6 +37,11 @@ impl Constraint {
     pub fn matcher(&self) -> Matcher {
         self.matcher.deep_clone()
     }
+
+    /// The matcher itself (for the last sequence that needs one).
+    pub fn into_matcher(self) -> Matcher {
+        self.matcher
+    }
 }
 
 impl Clone for Constraint {
@@ -92,8 +97,10 @@ impl Grammars {
         })?;
         let source_bytes = spec.source_bytes();
         if source_bytes > self.max_grammar_bytes {
-            let message =
-                format!("the constraint is {source_bytes} bytes; this server accepts at most {}", self.max_grammar_bytes);
+            let message = format!(
+                "the constraint is {source_bytes} bytes; this server accepts at most {}",
+                self.max_grammar_bytes
+            );
             return Err(EngineError::InvalidParam { param: spec.param(), message });
         }
         let key = spec.cache_key();
@@ -112,7 +119,11 @@ impl Grammars {
 
 /// Builds the parser and computes its first mask, so compile errors (and lexer blow-ups)
 /// surface now, and the cached copy starts warm.
-fn compile_fresh(factory: &ParserFactory, grammar: TopLevelGrammar, param: &'static str) -> Result<Matcher, EngineError> {
+fn compile_fresh(
+    factory: &ParserFactory,
+    grammar: TopLevelGrammar,
+    param: &'static str,
+) -> Result<Matcher, EngineError> {
     let invalid = |message: String| EngineError::InvalidParam { param, message };
     let parser = factory.create_parser(grammar).map_err(|e| invalid(clean_error(&e.to_string())))?;
     let mut matcher = Matcher::new(Ok(parser));

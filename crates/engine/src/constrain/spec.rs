@@ -68,9 +68,7 @@ impl GrammarSpec {
     pub fn to_grammar(&self) -> Result<TopLevelGrammar, EngineError> {
         let invalid = |message: String| EngineError::InvalidParam { param: self.param(), message };
         Ok(match self {
-            GrammarSpec::JsonObject => {
-                TopLevelGrammar::from_json_schema(with_json_layout(&json!({"type": "object"})))
-            }
+            GrammarSpec::JsonObject => TopLevelGrammar::from_json_schema(with_json_layout(&json!({"type": "object"}))),
             GrammarSpec::JsonSchema(schema) => {
                 if !schema.is_object() && !schema.is_boolean() {
                     return Err(invalid("the JSON schema must be an object".into()));
@@ -82,7 +80,8 @@ impl GrammarSpec {
                 if choices.is_empty() {
                     return Err(invalid("`choice` needs at least one string".into()));
                 }
-                let literals: Vec<String> = choices.iter().map(|choice| Value::from(choice.as_str()).to_string()).collect();
+                let literals: Vec<String> =
+                    choices.iter().map(|choice| Value::from(choice.as_str()).to_string()).collect();
                 TopLevelGrammar::from_lark(format!("start: {}", literals.join(" | ")))
             }
             GrammarSpec::Lark(source) => TopLevelGrammar::from_lark(source.clone()),

@@ -7,7 +7,10 @@ fn cache_keys_follow_kind_and_text() {
     let a = GrammarSpec::JsonSchema(schema.clone()).cache_key();
     assert_eq!(a, GrammarSpec::JsonSchema(schema).cache_key());
     assert_ne!(GrammarSpec::Regex("a".into()).cache_key(), GrammarSpec::Lark("a".into()).cache_key());
-    assert_ne!(GrammarSpec::Choice(vec!["ab".into()]).cache_key(), GrammarSpec::Choice(vec!["a".into(), "b".into()]).cache_key());
+    assert_ne!(
+        GrammarSpec::Choice(vec!["ab".into()]).cache_key(),
+        GrammarSpec::Choice(vec!["a".into(), "b".into()]).cache_key()
+    );
 }
 
 #[test]
@@ -73,7 +76,8 @@ fn tool_call_grammars_accept_calls_and_refuse_bad_ones() {
     let grammars = fixture_grammars();
     let params = serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
     let tools = vec![("get_weather".to_string(), Some(params)), ("noop".to_string(), None)];
-    let lark = |format, which: &CallGrammar, parallel| GrammarSpec::Lark(call_grammar(format, which, &tools, parallel, None));
+    let lark =
+        |format, which: &CallGrammar, parallel| GrammarSpec::Lark(call_grammar(format, which, &tools, parallel, None));
     let required = lark(ToolCallFormat::Hermes, &CallGrammar::Required, true);
     let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
     assert!(accepts(&grammars, &required, call));
@@ -86,7 +90,10 @@ fn tool_call_grammars_accept_calls_and_refuse_bad_ones() {
     let auto = lark(ToolCallFormat::Hermes, &CallGrammar::Auto, true);
     assert!(accepts(&grammars, &auto, "Just text, no call."));
     assert!(accepts(&grammars, &auto, &format!("Let me look.{call}")));
-    assert!(!accepts(&grammars, &auto, "Let me look.<tool_call>\n{\"name\": \"nope\"}"), "after the marker, a valid call");
+    assert!(
+        !accepts(&grammars, &auto, "Let me look.<tool_call>\n{\"name\": \"nope\"}"),
+        "after the marker, a valid call"
+    );
     let llama = lark(ToolCallFormat::Llama3Json, &CallGrammar::Required, true);
     assert!(accepts(&grammars, &llama, "{\"name\": \"noop\", \"parameters\": {}}"));
     let mistral = lark(ToolCallFormat::Mistral, &CallGrammar::Required, true);
@@ -103,8 +110,13 @@ fn bad_constraints_are_refused_with_the_reason() {
     let (param, message) = refused(GrammarSpec::JsonSchema(serde_json::json!({"type": "object", "properties": 5})));
     assert_eq!(param, "response_format");
     assert!(!message.is_empty());
-    let (_, message) = refused(GrammarSpec::JsonSchema(serde_json::json!({"type": "object", "patternProperties": {"^a": {}}, "unevaluatedItems": false, "contains": {"type": "integer"}})));
-    assert!(message.contains("contains") || message.contains("unevaluated") || message.contains("patternProperties"), "{message}");
+    let (_, message) = refused(GrammarSpec::JsonSchema(
+        serde_json::json!({"type": "object", "patternProperties": {"^a": {}}, "unevaluatedItems": false, "contains": {"type": "integer"}}),
+    ));
+    assert!(
+        message.contains("contains") || message.contains("unevaluated") || message.contains("patternProperties"),
+        "{message}"
+    );
     let (param, _) = refused(GrammarSpec::Regex("[a-".into()));
     assert_eq!(param, "structured_outputs");
     refused(GrammarSpec::Lark("start: undefined_rule".into()));

@@ -107,7 +107,9 @@ impl SequenceSampler {
         constraint: Option<&mut SequenceConstraint>,
     ) -> Sampled {
         let u: f64 = self.rng.random();
-        if self.logprobs.is_some() || constraint.is_some() {
+        // Only bans (a -100 bias, the min_tokens ban) can leave a mask with nothing allowed.
+        let may_ban_all = constraint.is_some() && (num_generated < self.min_tokens || self.bans_tokens());
+        if self.logprobs.is_some() || may_ban_all {
             self.raw.clear();
             self.raw.extend_from_slice(logits);
         }
@@ -116,7 +118,7 @@ impl SequenceSampler {
             Some(constraint) => {
                 constraint.apply(logits);
                 self.process(logits, num_generated, eos_ids);
-                if logits.iter().all(|x| *x == f32::NEG_INFINITY) {
+                if may_ban_all && logits.iter().all(|x| *x == f32::NEG_INFINITY) {
                     constraint.apply(self.restore(logits));
                     self.process(logits, usize::MAX, eos_ids);
                 }
@@ -128,7 +130,11 @@ impl SequenceSampler {
         Sampled { token, logprob }
     }
 
-    /// The raw logits again (kept with logprobs or a constraint).
+    fn bans_tokens(&self) -> bool {
+        self.logit_bias.iter().any(|&(_, bias)| bias <= BAN_BIAS)
+    }
+
+    /// The raw logits again (kept when logprobs are on or bans could empty a mask).
     fn restore<'a>(&self, logits: &'a mut [f32]) -> &'a mut [f32] {
         logits.copy_from_slice(&self.raw);
         logits

@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn constraints_and_tools_are_part_of_the_key() {
-        let base = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0});
+        let base =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0});
         let with = |field: &str, value: serde_json::Value| {
             let mut body = base.clone();
             body[field] = value;

@@ -22,7 +22,13 @@ impl ApiRequest for ChatCompletionRequest {
     fn validate(&self, limits: &RequestLimits) -> Result<(), ApiError> {
         if self.prompt.is_some() && self.messages.is_empty() {
             let mut probe = self.clone();
-            probe.messages.push(ChatMessage { role: Role::User, content: None, name: None, tool_calls: None, tool_call_id: None });
+            probe.messages.push(ChatMessage {
+                role: Role::User,
+                content: None,
+                name: None,
+                tool_calls: None,
+                tool_call_id: None,
+            });
             return ChatCompletionRequest::validate(&probe, limits);
         }
         ChatCompletionRequest::validate(self, limits)
@@ -233,12 +239,7 @@ pub fn fold(chunks: Vec<ChatCompletionChunk>) -> Option<ChatCompletionResponse> 
 }
 
 fn empty_choice(index: usize) -> ChatChoice {
-    ChatChoice {
-        index,
-        message: AssistantMessage::text(""),
-        logprobs: None,
-        finish_reason: None,
-    }
+    ChatChoice { index, message: AssistantMessage::text(""), logprobs: None, finish_reason: None }
 }
 
 /// Per choice: the role, one chunk per piece of text, the finish; then the usage chunk.

@@ -137,7 +137,11 @@ fn check_full(policy: &Policy, metrics: Option<&GuardMetrics>, response: &mut im
 
 /// Tool-call arguments get the output checks too: masked in place, or the choice is blocked
 /// (its calls dropped). Returns the blocked choices.
-fn check_full_arguments(policy: &Policy, metrics: Option<&GuardMetrics>, response: &mut impl ApiReply) -> HashSet<usize> {
+fn check_full_arguments(
+    policy: &Policy,
+    metrics: Option<&GuardMetrics>,
+    response: &mut impl ApiReply,
+) -> HashSet<usize> {
     let mut blocked = HashSet::new();
     for arguments in response.arguments_mut() {
         let verdict = policy.check_output(arguments.text);
@@ -182,7 +186,8 @@ impl StreamGuard {
         let mut blocked = HashSet::new();
         for arguments in chunk.arguments_mut() {
             let policy = self.policy.clone();
-            let guard = self.call_guards.entry((arguments.choice, arguments.call)).or_insert_with(|| OutputGuard::new(policy));
+            let guard =
+                self.call_guards.entry((arguments.choice, arguments.call)).or_insert_with(|| OutputGuard::new(policy));
             match guard.push(arguments.text) {
                 StreamStep::Emit(text) => *arguments.text = text,
                 StreamStep::Blocked(_) => {
@@ -274,7 +279,8 @@ fn guard_stream<C: ApiReply>(
     cancel: CancellationToken,
     stream: ReplyStream<C>,
 ) -> ReplyStream<C> {
-    let mut state = StreamGuard { policy, metrics, cancel, guards: Vec::new(), call_guards: BTreeMap::new(), done: false };
+    let mut state =
+        StreamGuard { policy, metrics, cancel, guards: Vec::new(), call_guards: BTreeMap::new(), done: false };
     stream
         .filter_map(move |item| {
             let out = match item {

@@ -57,7 +57,13 @@ impl CompiledPrompt {
                 .get_template(&index.to_string())
                 .and_then(|template| template.render(&context))
                 .map_err(|error| self.render_error(&error, variables))?;
-            messages.push(ChatMessage { role: message.role, content: Some(MessageContent::Text(text)), name: None, tool_calls: None, tool_call_id: None });
+            messages.push(ChatMessage {
+                role: message.role,
+                content: Some(MessageContent::Text(text)),
+                name: None,
+                tool_calls: None,
+                tool_call_id: None,
+            });
         }
         Ok(messages)
     }

@@ -36,7 +36,8 @@ fn described(column: &str) -> String {
 pub(super) fn usage_insert_sql(rows: usize) -> String {
     let counted_columns = ["prompt_tokens", "completion_tokens", "cached_tokens", "cost"].map(counted);
     let described_columns =
-        ["model", "status", "finish_reason", "ttft_s", "tpot_s", "latency_s", "overhead_s", "state", "tool_calls"].map(described);
+        ["model", "status", "finish_reason", "ttft_s", "tpot_s", "latency_s", "overhead_s", "state", "tool_calls"]
+            .map(described);
     format!(
         "INSERT INTO usage_ledger (request_id, ts, operation, model, key_id, key_alias, team, user_id, status, \
          finish_reason, prompt_tokens, completion_tokens, cached_tokens, cost, ttft_s, tpot_s, latency_s, overhead_s, \

@@ -10,12 +10,12 @@ use sconce_protocol::logprobs::{ChatLogprobs, ChatTokenLogprob, TopLogprob};
 use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::spec::{GenerationSpec, ResponseMeta};
+use super::stream::ResponseFormat;
 use super::tool_stream::ToolCalls;
 use super::tools::plan_chat;
-use sconce_text::tool_calls::ToolCallFormat;
-use super::stream::ResponseFormat;
 use super::{LocalApi, Prepared};
 use crate::backend::{Backend, Delta, TokenLogprob, TokenText};
+use sconce_text::tool_calls::ToolCallFormat;
 
 impl LocalApi for Chat {
     type Format = ChatFormat;
@@ -62,6 +62,11 @@ impl LocalApi for Chat {
             logprobs: request.logprobs_count().is_some(),
         };
         Ok(Prepared { format, requests })
+    }
+
+    fn constrains(request: &ChatCompletionRequest) -> bool {
+        request.tools.as_ref().is_some_and(|tools| !tools.is_empty())
+            || request.sampling.output_constraint().is_ok_and(|c| c.is_some())
     }
 
     /// Asked-for logprobs are present even when no token came.

@@ -11,8 +11,8 @@ use sconce_protocol::logprobs::CompletionLogprobs;
 use sconce_protocol::{ApiError, RequestLimits, Usage};
 
 use super::spec::{GenerationSpec, ResponseMeta};
-use super::tools::output_constraint;
 use super::stream::ResponseFormat;
+use super::tools::output_constraint;
 use super::{LocalApi, Prepared};
 use crate::backend::{Backend, Delta, TokenLogprob, TokenText};
 
@@ -34,6 +34,10 @@ fn prepare_prompt(backend: &Backend, input: PromptInput, echo: bool) -> Result<P
 
 impl LocalApi for Completions {
     type Format = CompletionFormat;
+
+    fn constrains(request: &CompletionRequest) -> bool {
+        request.sampling.output_constraint().is_ok_and(|c| c.is_some())
+    }
 
     fn prepare(
         backend: &Backend,

@@ -50,6 +50,11 @@ pub trait LocalApi: Api {
 
     /// Last touches on a full reply folded from the chunks.
     fn finish(_request: &Self::Request, _response: &mut Self::Response) {}
+
+    /// Whether preparing may compile a grammar (then it runs on the blocking pool).
+    fn constrains(_request: &Self::Request) -> bool {
+        false
+    }
 }
 
 /// The local engine behind the stages; cheap to clone.
@@ -99,7 +104,7 @@ async fn prepare<A: LocalApi>(
     meta: ResponseMeta,
     limits: RequestLimits,
 ) -> Result<(A::Request, Prepared<A::Format>), ApiError> {
-    if request.estimated_prompt_tokens() < BLOCKING_PROMPT_TOKENS {
+    if request.estimated_prompt_tokens() < BLOCKING_PROMPT_TOKENS && !A::constrains(&request) {
         let prepared = A::prepare(&engine, &request, &id, meta, &limits)?;
         return Ok((request, prepared));
     }

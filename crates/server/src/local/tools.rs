@@ -38,7 +38,8 @@ pub fn plan_chat(backend: &Backend, request: &ChatCompletionRequest) -> Result<C
         }
     };
     let tool_values: Vec<Value> = tools.iter().map(|tool| serde_json::to_value(tool).unwrap_or(Value::Null)).collect();
-    let mut messages = request.messages.iter().map(|m| template_message(m, support.native)).collect::<Result<Vec<_>, _>>()?;
+    let mut messages =
+        request.messages.iter().map(|m| template_message(m, support.native)).collect::<Result<Vec<_>, _>>()?;
     let mut context = Map::new();
     if mode != ToolMode::None {
         if support.native {

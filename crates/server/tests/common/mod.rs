@@ -183,3 +183,24 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Whether the official `openai` Python SDK is installed. Where it is not, the SDK tests skip,
+/// except in CI, which installs it and sets `SCONCE_TEST_REQUIRE_SDK` (there this panics).
+pub fn openai_sdk_installed() -> bool {
+    let has_sdk = std::process::Command::new("python3").args(["-c", "import openai"]).output();
+    if has_sdk.is_ok_and(|out| out.status.success()) {
+        return true;
+    }
+    assert!(std::env::var_os("SCONCE_TEST_REQUIRE_SDK").is_none(), "the openai SDK is required here");
+    eprintln!("skipped: `pip install openai` to run the SDK check");
+    false
+}
+
+/// Runs `tests/sdk/{script}` with `args` (off the async workers) and reads what it prints as JSON.
+pub async fn run_sdk_script(script: &str, args: Vec<String>) -> Value {
+    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let run = move || std::process::Command::new("python3").arg(path).args(args).output().unwrap();
+    let output = tokio::task::spawn_blocking(run).await.unwrap();
+    assert!(output.status.success(), "the SDK script failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}

@@ -97,7 +97,10 @@ mod tests {
 
     #[test]
     fn named_calls_list_only_that_function() {
-        let tools = vec![("a".to_string(), None), ("b".to_string(), Some(json!({"type": "object", "properties": {"x": {"type": "integer"}}})))];
+        let tools = vec![
+            ("a".to_string(), None),
+            ("b".to_string(), Some(json!({"type": "object", "properties": {"x": {"type": "integer"}}}))),
+        ];
         let grammar = call_grammar(ToolCallFormat::Hermes, &CallGrammar::Named("b".into()), &tools, true, None);
         assert!(grammar.contains("\"const\":\"b\""), "{grammar}");
         assert!(!grammar.contains("\"const\":\"a\""));

@@ -117,11 +117,17 @@ mod tests {
     #[test]
     fn formats_come_from_the_template_unless_set() {
         let qwen = "{% if tools %}<tools>{% endif %}<tool_call>";
-        assert_eq!(tool_support(ToolCallParser::Auto, qwen), Some(ToolSupport { format: ToolCallFormat::Hermes, native: true }));
+        assert_eq!(
+            tool_support(ToolCallParser::Auto, qwen),
+            Some(ToolSupport { format: ToolCallFormat::Hermes, native: true })
+        );
         let llama = "{% if tools %}{{ '<|python_tag|>' }}{% endif %}";
         assert_eq!(tool_support(ToolCallParser::Auto, llama).unwrap().format, ToolCallFormat::Llama3Json);
         let chatml = "{% for message in messages %}<|im_start|>{% endfor %}";
-        assert_eq!(tool_support(ToolCallParser::Auto, chatml), Some(ToolSupport { format: ToolCallFormat::Hermes, native: false }));
+        assert_eq!(
+            tool_support(ToolCallParser::Auto, chatml),
+            Some(ToolSupport { format: ToolCallFormat::Hermes, native: false })
+        );
         assert_eq!(tool_support(ToolCallParser::None, qwen), None);
         assert_eq!("llama3-json".parse::<ToolCallParser>(), Ok(ToolCallParser::Llama3Json));
         assert!("xml".parse::<ToolCallParser>().is_err());

@@ -10,9 +10,15 @@ use super::ToolCallFormat;
 pub enum ToolEvent {
     Content(String),
     /// A call begins: its position among this choice's calls and the function name.
-    Start { index: usize, name: String },
+    Start {
+        index: usize,
+        name: String,
+    },
     /// More of a call's arguments (a JSON text once all fragments are joined).
-    Arguments { index: usize, fragment: String },
+    Arguments {
+        index: usize,
+        fragment: String,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]

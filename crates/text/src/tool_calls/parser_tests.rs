@@ -55,7 +55,11 @@ fn llama_json_calls_and_plain_answers() {
     let (content, calls) = run(ToolCallFormat::Llama3Json, "{\"name\": \"search\", \"parameters\": {\"q\": \"x\"}}", 3);
     assert_eq!(content, "");
     assert_eq!(calls, vec![("search".into(), "{\"q\": \"x\"}".into())]);
-    let (content, calls) = run(ToolCallFormat::Llama3Json, "<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"k\": [1]}}", 4);
+    let (content, calls) = run(
+        ToolCallFormat::Llama3Json,
+        "<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"k\": [1]}}",
+        4,
+    );
     assert_eq!(content, "");
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1], ("b".into(), "{\"k\": [1]}".into()));
@@ -66,7 +70,8 @@ fn llama_json_calls_and_plain_answers() {
 
 #[test]
 fn mistral_calls_follow_their_marker() {
-    let output = "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": 1}}, {\"name\": \"g\", \"arguments\": {\"b\": \"}\"}}]";
+    let output =
+        "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": 1}}, {\"name\": \"g\", \"arguments\": {\"b\": \"}\"}}]";
     let (content, calls) = run(ToolCallFormat::Mistral, output, 5);
     assert_eq!(content, "");
     assert_eq!(calls, vec![("f".into(), "{\"a\": 1}".into()), ("g".into(), "{\"b\": \"}\"}".into())]);
