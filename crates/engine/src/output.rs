@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use llguidance::Matcher;
 use sconce_text::{IncrementalDetokenizer, StopMatcher, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{Delta, FinishReason, RequestTimings, SamplingParams, TokenLogprob, Usage};
 use crate::constrain::SequenceConstraint;
-use llguidance::Matcher;
 use crate::sample::SequenceSampler;
 
 /// Where a request's deltas go.
