@@ -130,7 +130,7 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Tool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
-    /// Whether one reply may hold several calls (default true).
+    /// Whether one reply may hold several calls (default: whether the chat template supports tools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
     /// vLLM extra: append the assistant header to the prompt (default true).
@@ -174,10 +174,6 @@ impl ChatCompletionRequest {
     /// What the model may do with `tools`, checked against `tool_choice`.
     pub fn tool_mode(&self) -> Result<ToolMode, ApiError> {
         tool_mode(self.tools.as_deref().unwrap_or_default(), self.tool_choice.as_ref())
-    }
-
-    pub fn parallel_tool_calls(&self) -> bool {
-        self.parallel_tool_calls.unwrap_or(true)
     }
 }
 

@@ -59,7 +59,10 @@ pub fn plan_chat(backend: &Backend, request: &ChatCompletionRequest) -> Result<C
             let declared: Vec<(String, Option<Value>)> =
                 tools.iter().map(|tool| (tool.function.name.clone(), tool.function.parameters.clone())).collect();
             let marker = backend.frontend().tokenizer.token_to_id("[TOOL_CALLS]");
-            let grammar = call_grammar(support.format, &which, &declared, request.parallel_tool_calls(), marker);
+            // A model the template does not teach tools to tends to repeat a call until max_tokens:
+            // several calls per turn only where the template supports tools, or when asked.
+            let parallel = request.parallel_tool_calls.unwrap_or(support.native);
+            let grammar = call_grammar(support.format, &which, &declared, parallel, marker);
             Some(compile_tools(backend, &GrammarSpec::Lark(grammar))?)
         }
         None => output_constraint(backend, &request.sampling)?,
