@@ -30,6 +30,9 @@ pub struct SemanticCacheConfig {
     /// Keeps each team's answers to itself.
     pub partition_by_team: bool,
     pub backend: SemanticBackendKind,
+    /// Starts generating while the question is embedded, and drops that generation on a hit:
+    /// a miss then costs about nothing in latency (it spends compute on hits instead).
+    pub speculate: bool,
     /// The served embedding model that embeds the questions; none: the first one served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<String>,
@@ -45,6 +48,7 @@ impl Default for SemanticCacheConfig {
             models: Vec::new(),
             partition_by_team: true,
             backend: SemanticBackendKind::Memory,
+            speculate: true,
             embedding_model: None,
         }
     }

@@ -47,9 +47,27 @@ fn plan<A: Api>(cache: &SemanticCache, call: &Call<A>) -> Option<(String, Lookup
 async fn semantic_call<A: Api>(cache: Arc<SemanticCache>, inner: Service<A>, call: Call<A>) -> CallResult<A> {
     let Some((model, key)) = plan(&cache, &call) else { return inner.call(call).await };
     let started = Instant::now();
-    let Some(vector) = cache.embed(&key.text).await else { return inner.call(call).await };
+    let no_store = call.ctx.hints.no_store;
+    // Speculation: the generation starts now and runs while the question is embedded.
+    let mut generation = match cache.config.speculate && !call.ctx.hints.no_cache {
+        true => Some(inner.call(Call { request: call.request.clone(), ctx: call.ctx.clone() })),
+        false => None,
+    };
+    let embedded = match generation.as_mut() {
+        Some(running) => embed_beside(&cache, &key.text, running).await,
+        None => Embedded::Vector(cache.embed(&key.text).await),
+    };
+    let (vector, answered) = match embedded {
+        Embedded::Vector(Some(vector)) => (vector, None),
+        // The answer came first: it still goes out only on a miss, so hits do not hang on timing.
+        Embedded::Answered(outcome, Some(vector)) => (vector, Some(outcome)),
+        Embedded::Answered(outcome, None) => return outcome,
+        Embedded::Vector(None) => return generation.unwrap_or_else(|| inner.call(call)).await,
+    };
     if !call.ctx.hints.no_cache {
         if let Some(found) = cache.lookup::<A>(&model, &key, &vector, started) {
+            // Dropping a speculative generation aborts it and frees what it holds.
+            drop((generation, answered));
             let reply = hit::<A>(found.response, &call.ctx.request_id, call.request.is_stream());
             return Ok(Outcome::new(reply)
                 .with_header("x-sconce-model", model)
@@ -57,12 +75,46 @@ async fn semantic_call<A: Api>(cache: Arc<SemanticCache>, inner: Service<A>, cal
                 .with_header(SIMILARITY_HEADER, format!("{:.4}", found.similarity)));
         }
     }
-    let no_store = call.ctx.hints.no_store;
-    let outcome = inner.call(call).await?;
+    let outcome = match answered {
+        Some(outcome) => outcome?,
+        None => generation.unwrap_or_else(|| inner.call(call)).await?,
+    };
+    finish(cache, key.partition, vector, outcome, no_store)
+}
+
+/// What came first while embedding beside a running generation.
+enum Embedded<A: Api> {
+    Vector(Option<Vec<f32>>),
+    /// The generation finished first (with the vector, embedded after it).
+    Answered(CallResult<A>, Option<Vec<f32>>),
+}
+
+async fn embed_beside<A: Api>(
+    cache: &SemanticCache,
+    text: &str,
+    generation: &mut BoxFuture<'static, CallResult<A>>,
+) -> Embedded<A> {
+    let embedding = cache.embed(text);
+    tokio::pin!(embedding);
+    tokio::select! {
+        biased;
+        vector = &mut embedding => Embedded::Vector(vector),
+        outcome = generation => Embedded::Answered(outcome, embedding.await),
+    }
+}
+
+/// A miss: the answer goes out, and is stored when it may be.
+fn finish<A: Api>(
+    cache: Arc<SemanticCache>,
+    partition: String,
+    vector: Vec<f32>,
+    outcome: Outcome<A>,
+    no_store: bool,
+) -> CallResult<A> {
     if no_store {
         return Ok(outcome.with_header(CACHE_HEADER, "miss"));
     }
-    Ok(fill(cache, key.partition, vector, outcome).with_header(CACHE_HEADER, "miss"))
+    Ok(fill(cache, partition, vector, outcome).with_header(CACHE_HEADER, "miss"))
 }
 
 /// Stores full answers now, and streams once they end complete (never when cut short).

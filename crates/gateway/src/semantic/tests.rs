@@ -78,8 +78,9 @@ fn setup(config: SemanticCacheConfig) -> Setup {
     Setup { words, upstream, cache, stage }
 }
 
+/// Without speculation, so each test sees exactly the upstream calls its misses make.
 fn config() -> SemanticCacheConfig {
-    SemanticCacheConfig { enabled: true, threshold: 0.85, ..SemanticCacheConfig::default() }
+    SemanticCacheConfig { enabled: true, threshold: 0.85, speculate: false, ..SemanticCacheConfig::default() }
 }
 
 fn question(text: &str) -> Value {
@@ -335,4 +336,84 @@ async fn lookups_count_hits_misses_similarity_and_latency() {
         + (bag("Who wrote Hamlet?").iter().zip(bag(CAPITAL)).map(|(a, b)| f64::from(a * b))).sum::<f64>();
     assert!((similarity.get_sample_sum() - expected).abs() < 1e-3, "{}", similarity.get_sample_sum());
     assert_eq!(histogram("sconce:semantic_cache_lookup_seconds").get_sample_count(), 3);
+}
+
+/// Embeds like [`Words`] after a delay.
+struct SlowWords {
+    delay: std::time::Duration,
+}
+
+impl Embedder for SlowWords {
+    fn embed(&self, texts: Vec<String>) -> BoxFuture<'static, Result<Vec<Vec<f32>>, GatewayError>> {
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(texts.iter().map(|text| bag(text)).collect())
+        })
+    }
+}
+
+/// [`Numbered`] after a delay (the delay starts when the call is made, as a running generation).
+struct Slow {
+    delay: std::time::Duration,
+    numbered: Numbered,
+}
+
+impl<A: Api> Backend<A> for Slow {
+    fn call(&self, call: Call<A>) -> BoxFuture<'static, CallResult<A>> {
+        let (delay, answer) = (self.delay, Backend::<A>::call(&self.numbered, call));
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            answer.await
+        })
+    }
+}
+
+fn slow_stage(speculate: bool, embed_ms: u64, generate_ms: u64) -> Service<Chat> {
+    let words = Arc::new(SlowWords { delay: std::time::Duration::from_millis(embed_ms) });
+    let config = SemanticCacheConfig { speculate, ..config() };
+    let cache = Arc::new(SemanticCache::in_memory(config, words));
+    let upstream = Arc::new(Slow { delay: std::time::Duration::from_millis(generate_ms), numbered: Numbered { calls: AtomicUsize::new(0) } });
+    Arc::new(SemanticStage::<Chat>::new(cache, upstream))
+}
+
+/// With speculation a miss costs the longer of embedding and generating, not their sum.
+#[tokio::test]
+async fn a_speculative_miss_embeds_while_it_generates() {
+    for (speculate, bound) in [(true, 550u128), (false, 600)] {
+        let stage = slow_stage(speculate, 300, 300);
+        let started = std::time::Instant::now();
+        let outcome = stage.call(call("r1", "t", question(CAPITAL))).await.unwrap();
+        let elapsed = started.elapsed().as_millis();
+        assert_eq!(header(&outcome, CACHE_HEADER), Some("miss"));
+        if speculate {
+            assert!(elapsed < bound, "speculative miss took {elapsed} ms");
+        } else {
+            assert!(elapsed >= bound, "sequential miss took only {elapsed} ms");
+        }
+    }
+}
+
+/// A hit answers from the cache at once: the speculative generation is dropped, not awaited.
+#[tokio::test]
+async fn a_speculative_hit_drops_the_generation() {
+    let stage = slow_stage(true, 10, 2_000);
+    let first = stage.call(call("r1", "t", question(CAPITAL))).await.unwrap();
+    assert_eq!(full(first).choices[0].message.content, "Answer number 1");
+    let started = std::time::Instant::now();
+    let hit = stage.call(call("r2", "t", question(PARAPHRASE))).await.unwrap();
+    assert!(started.elapsed().as_millis() < 1_000, "the hit waited for the generation");
+    assert_eq!(header(&hit, CACHE_HEADER), Some(SEMANTIC_HIT));
+    assert_eq!(full(hit).choices[0].message.content, "Answer number 1");
+}
+
+/// An answer that is ready before the question is embedded still gives way to a hit.
+#[tokio::test]
+async fn a_generation_that_finishes_first_still_gives_way_to_a_hit() {
+    let stage = slow_stage(true, 200, 0);
+    let first = stage.call(call("r1", "t", question(CAPITAL))).await.unwrap();
+    assert_eq!(header(&first, CACHE_HEADER), Some("miss"));
+    let hit = stage.call(call("r2", "t", question(PARAPHRASE))).await.unwrap();
+    assert_eq!(header(&hit, CACHE_HEADER), Some(SEMANTIC_HIT));
+    assert_eq!(full(hit).choices[0].message.content, "Answer number 1", "the cached answer, not the fresh one");
 }
