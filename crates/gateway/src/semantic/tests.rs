@@ -373,7 +373,10 @@ fn slow_stage(speculate: bool, embed_ms: u64, generate_ms: u64) -> Service<Chat>
     let words = Arc::new(SlowWords { delay: std::time::Duration::from_millis(embed_ms) });
     let config = SemanticCacheConfig { speculate, ..config() };
     let cache = Arc::new(SemanticCache::in_memory(config, words));
-    let upstream = Arc::new(Slow { delay: std::time::Duration::from_millis(generate_ms), numbered: Numbered { calls: AtomicUsize::new(0) } });
+    let upstream = Arc::new(Slow {
+        delay: std::time::Duration::from_millis(generate_ms),
+        numbered: Numbered { calls: AtomicUsize::new(0) },
+    });
     Arc::new(SemanticStage::<Chat>::new(cache, upstream))
 }
 
