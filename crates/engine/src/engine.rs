@@ -255,9 +255,8 @@ impl Engine {
             |seq, chunk| wants_prompt_logprobs(seq.key) && chunk.start < seq.prompt_len,
         );
         let rows = batch.chunk_rows.clone();
-        let sampling: HashSet<SeqKey> =
-            plan.chunks.iter().zip(&rows).filter(|(_, rows)| rows.samples).map(|(chunk, _)| chunk.key).collect();
-        let logits = self.execute_with_masks(batch, &sampling).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let sampling = plan.chunks.iter().zip(&rows).filter(|(_, rows)| rows.samples).map(|(chunk, _)| chunk.key);
+        let logits = self.execute_with_masks(batch, sampling).map_err(|e| EngineError::Internal(e.to_string()))?;
         let vocab = logits.dim(1).map_err(|e| EngineError::Internal(e.to_string()))?;
         let mut logits: Vec<f32> =
             logits.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -284,8 +283,13 @@ impl Engine {
     fn execute_with_masks(
         &mut self,
         batch: BatchPlan,
-        sampling: &HashSet<SeqKey>,
+        sampling: impl Iterator<Item = SeqKey>,
     ) -> candle_core::Result<candle_core::Tensor> {
+        // No constrained choice (the common case): no set, no scan of the choices per step.
+        if !self.choices.values().any(|choice| choice.constraint.is_some()) {
+            return self.runner.execute(batch);
+        }
+        let sampling: HashSet<SeqKey> = sampling.collect();
         let jobs: Vec<&mut SequenceConstraint> = self
             .choices
             .iter_mut()

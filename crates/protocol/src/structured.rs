@@ -132,20 +132,13 @@ pub struct GuidedFields {
 
 impl GuidedFields {
     fn constraints(&self) -> Vec<OutputConstraint> {
-        let structured = StructuredOutputs {
-            json: self.guided_json.clone(),
-            regex: self.guided_regex.clone(),
-            choice: self.guided_choice.clone(),
-            grammar: self.guided_grammar.clone(),
-            json_object: None,
-        };
-        // Several guided fields at once are caught by the caller's count.
+        // One field at a time, so several at once reach the caller's count (and its error).
         let mut found = Vec::new();
         for one in [
-            StructuredOutputs { json: structured.json, ..Default::default() },
-            StructuredOutputs { regex: structured.regex, ..Default::default() },
-            StructuredOutputs { choice: structured.choice, ..Default::default() },
-            StructuredOutputs { grammar: structured.grammar, ..Default::default() },
+            StructuredOutputs { json: self.guided_json.clone(), ..Default::default() },
+            StructuredOutputs { regex: self.guided_regex.clone(), ..Default::default() },
+            StructuredOutputs { choice: self.guided_choice.clone(), ..Default::default() },
+            StructuredOutputs { grammar: self.guided_grammar.clone(), ..Default::default() },
         ] {
             found.extend(from_structured(&one).unwrap_or_default());
         }
